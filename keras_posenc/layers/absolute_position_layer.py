@@ -1,0 +1,95 @@
+"""Base class of the absolute position layers: merge modes, shapes and masks."""
+
+import keras
+from keras import ops
+
+from keras_posenc.utils.positions import check_positions_shape
+from keras_posenc.utils.validation import check_one_of
+from keras_posenc.utils.validation import check_positive_int
+
+MERGE_MODES = ("add", "concat", None)
+
+
+class AbsolutePositionLayer(keras.layers.Layer):
+    """Shared logic of layers that attach one vector per position to `inputs`.
+
+    Subclasses implement `encode(sequence_length, start_index, positions)`,
+    returning the encoding in the compute dtype with shape `(seq, width)` or
+    `(batch, seq, width)`, where `width` is `self.encoding_dim` (set in
+    `build`).
+
+    Args:
+        merge: `"add"`, `"concat"` or `None`. How the encoding meets `inputs`:
+            `"add"` returns `inputs + encoding`, `"concat"` concatenates the
+            encoding to `inputs` on the last axis, `None` returns the encoding
+            alone, broadcast to the batch. Defaults to `"add"`.
+        output_dim: int or None. Width of the encoding for `"concat"` and
+            `None`; defaults to the width of `inputs`. With `"add"` it must be
+            None or equal to the width of `inputs`.
+    """
+
+    def __init__(self, merge="add", output_dim=None, **kwargs):
+        check_one_of("merge", merge, MERGE_MODES)
+        check_positive_int("output_dim", output_dim, allow_none=True)
+        super().__init__(**kwargs)
+        self.merge = merge
+        self.output_dim = output_dim
+        self.supports_masking = True
+        self.encoding_dim = None
+
+    def _check_input_shape(self, input_shape):
+        input_shape = tuple(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{self.__class__.__name__} expects inputs of shape "
+                "(batch_size, sequence_length, feature_dim). "
+                f"Received: inputs.shape={input_shape}"
+            )
+        feature_dim = input_shape[-1]
+        if feature_dim is None:
+            raise ValueError(
+                f"{self.__class__.__name__} needs a known feature dimension (the "
+                f"last axis of `inputs`). Received: inputs.shape={input_shape}"
+            )
+        if self.merge == "add":
+            if self.output_dim is not None and self.output_dim != feature_dim:
+                raise ValueError(
+                    'With merge="add", `output_dim` must be None or equal to the '
+                    f"width of `inputs` ({feature_dim}). "
+                    f"Received: output_dim={self.output_dim}"
+                )
+            return feature_dim
+        return self.output_dim or feature_dim
+
+    def build(self, input_shape):
+        self.input_dim = input_shape[-1]
+        self.encoding_dim = self._check_input_shape(input_shape)
+
+    def encode(self, sequence_length, start_index, positions):
+        raise NotImplementedError
+
+    def call(self, inputs, start_index=0, positions=None):
+        if positions is not None:
+            check_positions_shape(positions, inputs.shape[1], inputs.shape[0])
+        shape = ops.shape(inputs)
+        batch_size, sequence_length = shape[0], shape[1]
+        encoding = self.encode(sequence_length, start_index, positions)
+        if self.merge == "add":
+            return ops.add(inputs, ops.cast(encoding, inputs.dtype))
+        encoding = ops.broadcast_to(
+            encoding, (batch_size, sequence_length, self.encoding_dim)
+        )
+        if self.merge == "concat":
+            return ops.concatenate([inputs, ops.cast(encoding, inputs.dtype)], axis=-1)
+        return encoding
+
+    def compute_output_shape(self, input_shape):
+        width = self._check_input_shape(input_shape)
+        if self.merge == "concat":
+            width = input_shape[-1] + width
+        return (input_shape[0], input_shape[1], width)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"merge": self.merge, "output_dim": self.output_dim})
+        return config

@@ -1,0 +1,104 @@
+import keras
+import numpy as np
+from keras import ops
+
+from keras_posenc.layers.absolute_position_layer import AbsolutePositionLayer
+from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_positive_float
+
+
+def sinusoidal_inverse_frequencies(width, max_wavelength):
+    """`max_wavelength ** (-2i / width)` for `i < ceil(width / 2)`, in float64."""
+    exponents = 2.0 * np.arange((width + 1) // 2, dtype="float64") / width
+    return np.power(float(max_wavelength), -exponents)
+
+
+@keras.saving.register_keras_serializable(package="keras_posenc")
+class SinusoidalPositionEncoding(AbsolutePositionLayer):
+    """Fixed sine/cosine position encoding (Vaswani et al., 2017).
+
+    `PE[p, 2i] = sin(p / max_wavelength^(2i/d))` and
+    `PE[p, 2i+1] = cos(p / max_wavelength^(2i/d))`, for a width `d` that may be
+    odd (the last feature is then a sine). Frequencies are computed in float64
+    once, angles in float32, and the result is cast once to the compute dtype,
+    so a `mixed_bfloat16` model still tells position 5,000 from 5,001.
+
+    The layer has no weights and works for any position, including beyond
+    the lengths seen in training.
+
+    Args:
+        max_wavelength: float. The longest wavelength, `10000` in the paper.
+            Defaults to `10000.0`.
+        merge: `"add"`, `"concat"` or `None`. `"add"` returns `inputs + PE`;
+            `"concat"` returns `inputs` with `PE` appended on the last axis;
+            `None` returns `PE` alone, broadcast to the batch (a drop-in for
+            `keras_hub.layers.SinePositionEncoding`). Defaults to `"add"`.
+        output_dim: int or None. Width of `PE` for `"concat"` and `None`;
+            defaults to the width of `inputs`.
+        **kwargs: other keyword arguments of `keras.layers.Layer`
+            (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: float tensor of shape `(batch_size, sequence_length, feature_dim)`.
+        start_index: int or scalar integer tensor. Position of the first
+            element of `inputs`, e.g. the cache index while decoding.
+            Defaults to `0`.
+        positions: optional integer tensor of shape `(sequence_length,)` or
+            `(batch_size, sequence_length)`, overriding `start_index` (packed or
+            left-padded sequences).
+
+    Returns:
+        A tensor of shape `(batch_size, sequence_length, width)`, where `width`
+        is `feature_dim` for `"add"`, `feature_dim + output_dim` for
+        `"concat"`, `output_dim` for `None`. A Keras mask on `inputs` is
+        passed through.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_posenc
+    >>> embeddings = np.zeros((2, 10, 16), dtype="float32")
+    >>> layer = keras_posenc.layers.SinusoidalPositionEncoding()
+    >>> tuple(layer(embeddings).shape)
+    (2, 10, 16)
+    >>> layer = keras_posenc.layers.SinusoidalPositionEncoding(
+    ...     merge="concat", output_dim=8)
+    >>> tuple(layer(embeddings, start_index=5).shape)
+    (2, 10, 24)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762), section 3.5.
+    """
+
+    def __init__(self, max_wavelength=10000.0, merge="add", output_dim=None, **kwargs):
+        check_positive_float("max_wavelength", max_wavelength)
+        super().__init__(merge=merge, output_dim=output_dim, **kwargs)
+        self.max_wavelength = float(max_wavelength)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.inverse_frequencies = sinusoidal_inverse_frequencies(
+            self.encoding_dim, self.max_wavelength
+        ).astype("float32")
+
+    def encode(self, sequence_length, start_index, positions):
+        positions = position_ids(
+            sequence_length, start_index, positions, dtype="float32"
+        )
+        # (..., seq, ceil(width / 2)), in float32 whatever the compute dtype.
+        angles = ops.expand_dims(positions, -1) * ops.convert_to_tensor(
+            self.inverse_frequencies, dtype="float32"
+        )
+        # Interleave sin and cos: (..., seq, ceil(width / 2), 2) -> (..., seq, width).
+        encoding = ops.stack([ops.sin(angles), ops.cos(angles)], axis=-1)
+        encoding = ops.reshape(
+            encoding, tuple(ops.shape(angles)[:-1]) + (2 * angles.shape[-1],)
+        )
+        if self.encoding_dim % 2:
+            encoding = encoding[..., : self.encoding_dim]
+        return ops.cast(encoding, self.compute_dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config["max_wavelength"] = self.max_wavelength
+        return config

@@ -1,0 +1,60 @@
+"""Argument checks shared by all layers: `ValueError`s that name the argument."""
+
+import numbers
+
+
+def check_positive_int(name, value, allow_none=False):
+    """Returns `value` if it is a positive integer (not a bool), else raises."""
+    if value is None and allow_none:
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive integer"
+            f"{' or None' if allow_none else ''}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_non_negative_int(name, value):
+    """Returns `value` if it is an integer >= 0 (not a bool), else raises."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(
+            f"`{name}` must be a non-negative integer. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def check_positive_float(name, value):
+    """Returns `value` as a float if it is a finite number > 0, else raises."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not value > 0
+        or value == float("inf")
+    ):
+        raise ValueError(
+            f"`{name}` must be a positive finite number. Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_rate(name, value):
+    """Returns `value` if it is a float in [0, 1), else raises."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= value < 1.0
+    ):
+        raise ValueError(
+            f"`{name}` must be a number in [0, 1). Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def check_one_of(name, value, allowed):
+    """Returns `value` if it is one of `allowed`, else raises listing them."""
+    if isinstance(value, (list, dict)) or value not in allowed:
+        raise ValueError(
+            f"`{name}` must be one of {list(allowed)}. Received: {name}={value!r}"
+        )
+    return value

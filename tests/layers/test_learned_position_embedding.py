@@ -1,0 +1,145 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_posenc.layers import LearnedPositionEmbedding
+from keras_posenc.layers import interpolate_position_table
+from keras_posenc.utils import to_numpy
+from tests.harness import run_layer_test
+
+
+def _inputs(batch=2, length=6, width=8):
+    return np.random.uniform(-1, 1, (batch, length, width)).astype("float32")
+
+
+@pytest.mark.parametrize(
+    "merge, output_dim, expected_width",
+    [("add", None, 8), ("concat", None, 16), ("concat", 3, 11), (None, 5, 5)],
+)
+def test_layer_harness(merge, output_dim, expected_width, tmp_path):
+    run_layer_test(
+        LearnedPositionEmbedding,
+        init_kwargs={"max_length": 10, "merge": merge, "output_dim": output_dim},
+        input_data=_inputs(),
+        expected_output_shape=(2, 6, expected_width),
+        expected_num_trainable_weights=1,
+        supports_masking=True,
+        tmp_path=tmp_path,
+    )
+
+
+def _layer_with_table(merge="add", max_length=10, width=8):
+    layer = LearnedPositionEmbedding(max_length=max_length, merge=merge)
+    layer.build((None, None, width))
+    table = np.random.normal(size=(max_length, width)).astype("float32")
+    layer.embeddings.assign(table)
+    return layer, table
+
+
+@pytest.mark.parametrize("merge", ["add", "concat", None])
+def test_values_are_table_rows(merge):
+    layer, table = _layer_with_table(merge)
+    x = _inputs(length=4)
+    out = to_numpy(layer(x, start_index=3))
+    expected = np.broadcast_to(table[3:7], (2, 4, 8))
+    if merge == "add":
+        np.testing.assert_allclose(out, x + expected, atol=1e-6)
+    elif merge == "concat":
+        np.testing.assert_allclose(out, np.concatenate([x, expected], -1), atol=1e-6)
+    else:
+        np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_step_by_step_and_positions_equal_full():
+    layer, table = _layer_with_table(merge=None)
+    x = _inputs(length=10)
+    full = to_numpy(layer(x))
+    steps = [to_numpy(layer(x[:, i : i + 1], start_index=i)) for i in range(10)]
+    np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-6)
+    tensor_start = layer(x[:, 2:5], start_index=ops.convert_to_tensor(2, "int32"))
+    np.testing.assert_allclose(to_numpy(tensor_start), full[:, 2:5], atol=1e-6)
+    positions = np.array([[0, 0, 1, 2], [5, 6, 7, 8]])
+    out = to_numpy(layer(x[:, :4], positions=positions))
+    np.testing.assert_allclose(out, table[positions], atol=1e-6)
+
+
+def test_sequence_longer_than_table_raises_with_both_numbers():
+    layer = LearnedPositionEmbedding(max_length=8)
+    with pytest.raises(ValueError, match=r"start_index \(0\).*9.*max_length \(8\)"):
+        layer(_inputs(length=9))
+    with pytest.raises(ValueError, match=r"start_index \(5\).*4.*max_length \(8\)"):
+        layer(_inputs(length=4), start_index=5)
+    with pytest.raises(ValueError, match="start_index"):
+        layer(_inputs(length=4), start_index=-2)
+
+
+def test_dynamic_positions_outside_table_give_nan():
+    layer, _ = _layer_with_table(merge=None, max_length=8)
+    out = to_numpy(layer(_inputs(length=3), positions=np.array([6, 7, 8])))
+    assert np.all(np.isfinite(out[:, :2])) and np.all(np.isnan(out[:, 2]))
+    out = to_numpy(layer(_inputs(length=3), start_index=ops.convert_to_tensor(6)))
+    assert np.all(np.isnan(out[:, 2]))
+
+
+def test_dynamic_sequence_length():
+    inputs = keras.Input(shape=(None, 8))
+    outputs = LearnedPositionEmbedding(max_length=16, merge="concat", output_dim=4)(
+        inputs
+    )
+    assert tuple(outputs.shape) == (None, None, 12)
+    model = keras.Model(inputs, outputs)
+    for length in (2, 16):
+        assert model.predict(_inputs(2, length, 8), verbose=0).shape == (2, length, 12)
+    # Too long: JAX and PyTorch trace with the real length and raise; a
+    # TensorFlow graph traced with an unknown length gives NaN. Never a silent
+    # reuse of the last row.
+    try:
+        out = model.predict(_inputs(1, 17, 8), verbose=0)
+    except ValueError as error:
+        assert "max_length (16)" in str(error)
+    else:
+        assert np.isnan(out[0, 16, 8:]).all() and np.isfinite(out[0, :16]).all()
+
+
+def test_interpolate_position_table():
+    table = np.array([[0.0, 10.0], [1.0, 20.0], [2.0, 40.0]], "float32")
+    grown = interpolate_position_table(table, 5)
+    np.testing.assert_allclose(
+        grown, [[0, 10], [0.5, 15], [1, 20], [1.5, 30], [2, 40]], atol=1e-6
+    )
+    np.testing.assert_array_equal(interpolate_position_table(table, 3), table)
+    with pytest.raises(ValueError, match="max_length"):
+        interpolate_position_table(table, 2)
+
+
+@pytest.mark.parametrize("merge", ["add", "concat"])
+def test_grow_keeps_trained_ends_and_interpolates(merge):
+    layer, table = _layer_with_table(merge=merge, max_length=10)
+    grown = layer.grow(19)
+    assert grown.max_length == 19 and grown.merge == merge
+    grown_table = to_numpy(grown.embeddings)
+    np.testing.assert_allclose(grown_table[::2], table, atol=1e-6)
+    np.testing.assert_allclose(
+        grown_table[1::2], (table[:-1] + table[1:]) / 2, atol=1e-6
+    )
+    out = grown(_inputs(length=19))  # longer than the old table
+    assert tuple(out.shape)[:2] == (2, 19)
+    with pytest.raises(ValueError, match="built"):
+        LearnedPositionEmbedding(max_length=4).grow(8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        ({"max_length": 0}, "max_length"),
+        ({"max_length": -3}, "max_length"),
+        ({"max_length": True}, "max_length"),
+        ({"max_length": 4.0}, "max_length"),
+        ({"max_length": 4, "merge": "mul"}, "merge"),
+        ({"max_length": 4, "output_dim": -1}, "output_dim"),
+    ],
+)
+def test_invalid_arguments(kwargs, argument):
+    with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
+        LearnedPositionEmbedding(**kwargs)
