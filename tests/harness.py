@@ -73,8 +73,9 @@ def assert_save_load_equal(model, input_data, tmp_path, atol=1e-6):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     args = _as_tuple(input_data)
-    expected = to_numpy(model(*args) if len(args) > 1 else model(args[0]))
-    actual = to_numpy(loaded(*args) if len(args) > 1 else loaded(args[0]))
+    model_input = list(args) if len(args) > 1 else args[0]
+    expected = to_numpy(model(model_input))
+    actual = to_numpy(loaded(model_input))
     np.testing.assert_allclose(actual, expected, atol=atol, rtol=0)
     return path
 

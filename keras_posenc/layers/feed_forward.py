@@ -1,0 +1,95 @@
+import keras
+
+from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import check_rate
+
+
+@keras.saving.register_keras_serializable(package="keras_posenc")
+class FeedForward(keras.layers.Layer):
+    """The position-wise feed-forward sublayer of a Transformer block.
+
+    `Dense(intermediate_dim, activation) -> Dropout -> Dense(width of inputs)`.
+
+    Args:
+        intermediate_dim: int. Width of the hidden layer.
+        activation: activation of the hidden layer. Defaults to `"relu"`.
+        dropout: float in [0, 1). Dropout after the activation.
+        kernel_initializer: initializer of both kernels.
+        bias_initializer: initializer of both biases.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_posenc
+    >>> layer = keras_posenc.layers.FeedForward(intermediate_dim=32)
+    >>> tuple(layer(np.zeros((2, 5, 8), "float32")).shape)
+    (2, 5, 8)
+    """
+
+    def __init__(
+        self,
+        intermediate_dim,
+        activation="relu",
+        dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        check_positive_int("intermediate_dim", intermediate_dim)
+        check_rate("dropout", dropout)
+        super().__init__(**kwargs)
+        self.intermediate_dim = int(intermediate_dim)
+        self.activation = keras.activations.get(activation)
+        self.dropout = float(dropout)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.supports_masking = True
+
+    def _dense(self, units, activation, name):
+        return keras.layers.Dense(
+            units,
+            activation=activation,
+            kernel_initializer=self.kernel_initializer.__class__.from_config(
+                self.kernel_initializer.get_config()
+            ),
+            bias_initializer=self.bias_initializer.__class__.from_config(
+                self.bias_initializer.get_config()
+            ),
+            dtype=self.dtype_policy,
+            name=name,
+        )
+
+    def build(self, input_shape):
+        self.intermediate_dense = self._dense(
+            self.intermediate_dim, self.activation, "intermediate_dense"
+        )
+        self.intermediate_dense.build(input_shape)
+        self.dropout_layer = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy, name="dropout"
+        )
+        self.output_dense = self._dense(input_shape[-1], None, "output_dense")
+        self.output_dense.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
+
+    def call(self, inputs, training=None):
+        x = self.intermediate_dense(inputs)
+        x = self.dropout_layer(x, training=training)
+        return self.output_dense(x)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "intermediate_dim": self.intermediate_dim,
+                "activation": keras.activations.serialize(self.activation),
+                "dropout": self.dropout,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config

@@ -1,0 +1,155 @@
+import keras
+
+from keras_posenc.layers.t5_relative_position_bias import T5RelativePositionBias
+from keras_posenc.layers.transformer_block import TransformerBlock
+
+
+@keras.saving.register_keras_serializable(package="keras_posenc")
+class TransformerDecoder(TransformerBlock):
+    """Transformer decoder block: causal self-attention, cross-attention, MLP.
+
+    Causal self-attention with the chosen position scheme, then (when an
+    `encoder_sequence` is given at build time) cross-attention to the encoder
+    output without positions, then a feed-forward network; each with a
+    residual connection, dropout and layer normalization. With
+    `position="t5"`, the self-attention uses T5's causal (unidirectional)
+    buckets, as in T5's decoder.
+
+    With `self_attention_cache` (shape `(batch, 2, max_length, num_heads,
+    head_dim)`) and `self_attention_cache_update_index`, the block processes
+    only the new tokens and returns the updated cache: step-by-step decoding
+    equals full decoding.
+
+    Args:
+        intermediate_dim: int. Width of the feed-forward hidden layer.
+        num_heads: int. Number of attention heads; must divide the width of
+            the inputs.
+        dropout: float in [0, 1). Dropout on attention probabilities, the
+            feed-forward hidden layer and each sublayer's output.
+        activation: activation of the feed-forward hidden layer.
+            Defaults to `"relu"`.
+        normalize_first: bool. Pre-norm (`x + f(norm(x))`) if True, post-norm
+            (`norm(x + f(x))`, the original Transformer) if False.
+        position: relative position scheme of the self-attention: `"rotary"`,
+            `"xpos"`, `"alibi"`, `"t5"`, `"shaw"`, `"none"`/None, or a position
+            layer instance (see `PositionalMultiHeadAttention`).
+        layer_norm_epsilon: float. Epsilon of the layer normalizations.
+        kernel_initializer, bias_initializer: initializers of the dense
+            kernels and biases.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        decoder_sequence: `(batch, T, hidden_dim)` float tensor.
+        encoder_sequence: optional `(batch, S, hidden_dim)` encoder output.
+        decoder_padding_mask: optional bool `(batch, T)`; defaults to the Keras
+            mask of `decoder_sequence`.
+        encoder_padding_mask: optional bool `(batch, S)`.
+        self_attention_cache: optional cache tensor (see above).
+        self_attention_cache_update_index: int or scalar int tensor.
+        positions: optional int `(T,)` or `(batch, T)` decoder positions.
+        use_causal_mask: bool. Defaults to True.
+        training: bool.
+
+    Returns:
+        The `(batch, T, hidden_dim)` output, and the updated cache when
+        `self_attention_cache` is given.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_posenc
+    >>> decoder = keras_posenc.layers.TransformerDecoder(
+    ...     intermediate_dim=32, num_heads=2, position="rotary")
+    >>> x = np.zeros((2, 5, 16), "float32")
+    >>> memory = np.zeros((2, 7, 16), "float32")
+    >>> tuple(decoder(x, memory).shape)
+    (2, 5, 16)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+    """
+
+    def _self_attention_position(self):
+        if self.position == "t5":
+            return T5RelativePositionBias(
+                num_heads=self.num_heads,
+                bidirectional=False,
+                dtype=self.dtype_policy,
+                name="position",
+            )
+        return self.position
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        hidden_dim = decoder_sequence_shape[-1]
+        self.self_attention = self.make_attention(
+            hidden_dim, self._self_attention_position(), "self_attention"
+        )
+        self.self_attention.build(decoder_sequence_shape, decoder_sequence_shape)
+        self.self_attention_norm = self.make_norm("self_attention_norm")
+        self.self_attention_norm.build(decoder_sequence_shape)
+        self.cross_attention = None
+        if encoder_sequence_shape is not None:
+            self.cross_attention = self.make_attention(
+                hidden_dim, None, "cross_attention"
+            )
+            self.cross_attention.build(decoder_sequence_shape, encoder_sequence_shape)
+            self.cross_attention_norm = self.make_norm("cross_attention_norm")
+            self.cross_attention_norm.build(decoder_sequence_shape)
+        self.make_feed_forward()
+        self.feed_forward.build(decoder_sequence_shape)
+        self.feed_forward_norm.build(decoder_sequence_shape)
+
+    def call(
+        self,
+        decoder_sequence,
+        encoder_sequence=None,
+        decoder_padding_mask=None,
+        encoder_padding_mask=None,
+        self_attention_cache=None,
+        self_attention_cache_update_index=None,
+        positions=None,
+        use_causal_mask=True,
+        training=None,
+        mask=None,
+    ):
+        if (encoder_sequence is None) != (self.cross_attention is None):
+            raise ValueError(
+                "Pass `encoder_sequence` on every call if and only if the layer "
+                "was built with one (cross-attention). Received: "
+                f"encoder_sequence={'None' if encoder_sequence is None else 'a tensor'}"
+            )
+        padding_mask = mask if decoder_padding_mask is None else decoder_padding_mask
+        cache = self_attention_cache
+        x = self.residual(
+            decoder_sequence,
+            self.self_attention_norm,
+            lambda y: self.self_attention(
+                y,
+                y,
+                query_mask=padding_mask,
+                value_mask=padding_mask,
+                positions=positions,
+                use_causal_mask=use_causal_mask,
+                cache=cache,
+                cache_update_index=self_attention_cache_update_index,
+                training=training,
+            ),
+            training,
+        )
+        if cache is not None:
+            x, cache = x
+        if self.cross_attention is not None:
+            x = self.residual(
+                x,
+                self.cross_attention_norm,
+                lambda y: self.cross_attention(
+                    y,
+                    encoder_sequence,
+                    query_mask=padding_mask,
+                    value_mask=encoder_padding_mask,
+                    training=training,
+                ),
+                training,
+            )
+        x = self.feed_forward_block(x, training)
+        return x if cache is None else (x, cache)

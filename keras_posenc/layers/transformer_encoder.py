@@ -1,0 +1,96 @@
+import keras
+
+from keras_posenc.layers.transformer_block import TransformerBlock
+
+
+@keras.saving.register_keras_serializable(package="keras_posenc")
+class TransformerEncoder(TransformerBlock):
+    """Transformer encoder block whose self-attention takes any position scheme.
+
+    Self-attention (bidirectional unless `use_causal_mask=True`) then a
+    feed-forward network, each with a residual connection, dropout and layer
+    normalization (Vaswani et al., 2017).
+
+    Args:
+        intermediate_dim: int. Width of the feed-forward hidden layer.
+        num_heads: int. Number of attention heads; must divide the width of
+            the inputs.
+        dropout: float in [0, 1). Dropout on attention probabilities, the
+            feed-forward hidden layer and each sublayer's output.
+        activation: activation of the feed-forward hidden layer.
+            Defaults to `"relu"`.
+        normalize_first: bool. Pre-norm (`x + f(norm(x))`) if True, post-norm
+            (`norm(x + f(x))`, the original Transformer) if False.
+        position: relative position scheme of the self-attention: `"rotary"`,
+            `"xpos"`, `"alibi"`, `"t5"`, `"shaw"`, `"none"`/None, or a position
+            layer instance (see `PositionalMultiHeadAttention`).
+        layer_norm_epsilon: float. Epsilon of the layer normalizations.
+        kernel_initializer, bias_initializer: initializers of the dense
+            kernels and biases.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: `(batch, seq, hidden_dim)` float tensor.
+        padding_mask: optional bool `(batch, seq)`, True for real tokens;
+            defaults to the Keras mask of `inputs`.
+        attention_mask: optional bool `(batch, seq, seq)`.
+        positions: optional int `(seq,)` or `(batch, seq)` token positions for
+            the position scheme (left-padded or packed sequences).
+        use_causal_mask: bool. Defaults to False.
+        training: bool.
+
+    Returns:
+        A `(batch, seq, hidden_dim)` tensor; the padding mask passes through.
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_posenc
+    >>> encoder = keras_posenc.layers.TransformerEncoder(
+    ...     intermediate_dim=32, num_heads=2, position="t5")
+    >>> tuple(encoder(np.zeros((2, 5, 16), "float32")).shape)
+    (2, 5, 16)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+    """
+
+    def build(self, inputs_shape):
+        hidden_dim = inputs_shape[-1]
+        self.self_attention = self.make_attention(
+            hidden_dim, self.position, "self_attention"
+        )
+        self.self_attention.build(inputs_shape, inputs_shape)
+        self.self_attention_norm = self.make_norm("self_attention_norm")
+        self.self_attention_norm.build(inputs_shape)
+        self.make_feed_forward()
+        self.feed_forward.build(inputs_shape)
+        self.feed_forward_norm.build(inputs_shape)
+
+    def call(
+        self,
+        inputs,
+        padding_mask=None,
+        attention_mask=None,
+        positions=None,
+        use_causal_mask=False,
+        training=None,
+        mask=None,
+    ):
+        padding_mask = mask if padding_mask is None else padding_mask
+        x = self.residual(
+            inputs,
+            self.self_attention_norm,
+            lambda y: self.self_attention(
+                y,
+                y,
+                query_mask=padding_mask,
+                value_mask=padding_mask,
+                attention_mask=attention_mask,
+                positions=positions,
+                use_causal_mask=use_causal_mask,
+                training=training,
+            ),
+            training,
+        )
+        return self.feed_forward_block(x, training)
