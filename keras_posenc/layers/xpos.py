@@ -122,9 +122,7 @@ class XPos(keras.layers.Layer):
     def build(self, input_shape):
         self._check_input_shape(input_shape)
         self.rotary_embedding.build(input_shape)
-        self.log_scales = xpos_log_scales(input_shape[-1], self.gamma).astype(
-            "float32"
-        )
+        self.log_scales = xpos_log_scales(input_shape[-1], self.gamma).astype("float32")
 
     def call(self, inputs, start_index=0, positions=None, downscale=False):
         if positions is not None:

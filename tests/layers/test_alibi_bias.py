@@ -99,8 +99,9 @@ def test_bias_matches_formula(causal, num_heads):
         # On the causally kept keys: -m * (i - j) <= 0, and 0 on the diagonal.
         kept = np.tril(np.ones((7, 7), bool))
         assert np.all((out - scores)[..., kept] <= 0)
-        np.testing.assert_allclose(np.diagonal(out - scores, axis1=2, axis2=3), 0,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            np.diagonal(out - scores, axis1=2, axis2=3), 0, atol=1e-6
+        )
 
 
 def test_keras_hub_alibi_bias_on_causal_entries():
@@ -122,8 +123,9 @@ def test_keras_hub_alibi_bias_on_causal_entries():
     np.testing.assert_allclose(step, theirs[:, :, -1:], atol=1e-6)
     # The difference is constant along the key axis of each row.
     difference = ours - theirs
-    np.testing.assert_allclose(difference, difference[..., :1].repeat(length, -1),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        difference, difference[..., :1].repeat(length, -1), atol=1e-5
+    )
     kept = np.tril(np.ones((length, length), bool))
 
     def causal_softmax(x):
@@ -131,8 +133,7 @@ def test_keras_hub_alibi_bias_on_causal_entries():
         x = np.exp(x - x.max(-1, keepdims=True))
         return x / x.sum(-1, keepdims=True)
 
-    np.testing.assert_allclose(causal_softmax(ours), causal_softmax(theirs),
-                               atol=1e-6)
+    np.testing.assert_allclose(causal_softmax(ours), causal_softmax(theirs), atol=1e-6)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -178,10 +179,10 @@ def test_positions_and_key_positions():
     with pytest.raises(ValueError, match="key_positions"):
         layer(scores, positions=np.array([4, 5]))
     key_positions = np.array([[0, 1, 2, 3, 4, 5], [3, 3, 4, 5, 6, 7]])
-    out = to_numpy(layer(scores, positions=np.array([4, 5]),
-                         key_positions=key_positions))
-    expected = scores + reference_bias(HEADS, np.array([[4, 5], [4, 5]]),
-                                       key_positions)
+    out = to_numpy(
+        layer(scores, positions=np.array([4, 5]), key_positions=key_positions)
+    )
+    expected = scores + reference_bias(HEADS, np.array([[4, 5], [4, 5]]), key_positions)
     np.testing.assert_allclose(out, expected, atol=1e-6)
     out = to_numpy(layer(scores, start_index=3, key_positions=np.arange(10, 16)))
     expected = scores + reference_bias(HEADS, np.arange(3, 5), np.arange(10, 16))
@@ -196,11 +197,13 @@ def test_dynamic_lengths():
     for query, key in ((3, 3), (6, 6), (2, 5)):
         scores = _scores(batch=2, query=query, key=key)
         out = model.predict(scores, verbose=0)
-        expected = scores + reference_bias(HEADS, np.arange(query), np.arange(key),
-                                           causal=False)
+        expected = scores + reference_bias(
+            HEADS, np.arange(query), np.arange(key), causal=False
+        )
         np.testing.assert_allclose(out, expected, atol=1e-6)
     assert ALiBiBias(num_heads=HEADS).compute_output_shape(
-        (None, HEADS, None, None)) == (None, HEADS, None, None)
+        (None, HEADS, None, None)
+    ) == (None, HEADS, None, None)
 
 
 def test_bfloat16_keeps_far_positions_apart():
@@ -211,8 +214,9 @@ def test_bfloat16_keeps_far_positions_apart():
     out = layer(scores, start_index=5000, key_positions=np.arange(4997, 5001))
     assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
     expected = reference_bias(HEADS, np.array([5000]), np.arange(4997, 5001))
-    np.testing.assert_allclose(to_numpy(ops.cast(out, "float32")), expected,
-                               rtol=1e-2, atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(ops.cast(out, "float32")), expected, rtol=1e-2, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize(

@@ -111,8 +111,9 @@ def test_training_updates_both_tables():
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     before = [to_numpy(w) for w in attention.relative.weights]
     assert len(before) == 2
-    history = model.fit(_random(4, 6, 2, 4), _random(4, 6, 1), batch_size=4,
-                        epochs=1, verbose=0)
+    history = model.fit(
+        _random(4, 6, 2, 4), _random(4, 6, 1), batch_size=4, epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][0])
     for old, new in zip(before, attention.relative.weights):
         assert not np.allclose(old, to_numpy(new)), new.path
@@ -133,7 +134,11 @@ def test_weights_and_index_shapes():
     assert tuple(index.shape) == (2, 4, 6)
     assert layer.compute_output_shape((2, 5, 3, 8), (2, 9, 3, 8)) == (2, 3, 5, 9)
     assert layer.compute_output_shape((None, None, 3, 8), (None, None, 3, 8)) == (
-        None, 3, None, None)
+        None,
+        3,
+        None,
+        None,
+    )
 
 
 @pytest.mark.parametrize("max_distance", [1, 2, 16])
@@ -166,13 +171,22 @@ def test_values_routes_match_paper(num_heads, per_example):
     layer = _built_layer(max_distance=3)
     key_table, value_table = _tables(layer)
     weights = _softmax(_random(2, num_heads, 5, 8))
-    query_pos = np.array([[4, 5, 6, 7, 8], [0, 0, 1, 2, 3]]) if per_example else (
-        np.arange(4, 9))
+    query_pos = (
+        np.array([[4, 5, 6, 7, 8], [0, 0, 1, 2, 3]])
+        if per_example
+        else (np.arange(4, 9))
+    )
     key_pos = np.arange(8)
     values = to_numpy(layer.compute_values(weights, query_pos, key_pos))
     _, expected = shaw_reference(
-        np.zeros((2, 5, num_heads, 4)), weights, key_table, value_table,
-        query_pos, key_pos, 3)
+        np.zeros((2, 5, num_heads, 4)),
+        weights,
+        key_table,
+        value_table,
+        query_pos,
+        key_pos,
+        3,
+    )
     assert values.shape == (2, 5, num_heads, 4)
     np.testing.assert_allclose(values, expected, atol=1e-5, rtol=1e-5)
 
@@ -186,8 +200,8 @@ def test_distances_beyond_max_distance_use_end_rows():
     # Row r of the table for each key: clip(j - 100, -2, 2) + 2.
     rows = [0, 0, 0, 1, 2, 3, 4, 4, 4]
     np.testing.assert_allclose(
-        logits, np.einsum("hd,kd->hk", query[0, 0], key_table[rows])[:, None],
-        atol=1e-5)
+        logits, np.einsum("hd,kd->hk", query[0, 0], key_table[rows])[:, None], atol=1e-5
+    )
     weights = np.zeros((1, 2, 1, 9), "float32")
     weights[..., 0] = 0.25  # distance -100
     weights[..., -1] = 0.75  # distance +400
@@ -219,16 +233,20 @@ def test_cached_queries_equal_rows_of_full_result():
     weights = _softmax(_random(2, 2, length, length))
     full_logits = to_numpy(layer(query, key))
     full_values = to_numpy(
-        layer.compute_values(weights, np.arange(length), np.arange(length)))
+        layer.compute_values(weights, np.arange(length), np.arange(length))
+    )
     for start in range(length):
-        step = to_numpy(layer(query[:, start:start + 1], key, start_index=start))
-        np.testing.assert_allclose(step, full_logits[:, :, start:start + 1], atol=1e-6)
+        step = to_numpy(layer(query[:, start : start + 1], key, start_index=start))
+        np.testing.assert_allclose(
+            step, full_logits[:, :, start : start + 1], atol=1e-6
+        )
     # A chunk of queries with a tensor start_index, as in a compiled decode loop.
     start = ops.convert_to_tensor(3, "int32")
     chunk = to_numpy(layer(query[:, 3:6], key, start_index=start))
     np.testing.assert_allclose(chunk, full_logits[:, :, 3:6], atol=1e-6)
     chunk_values = to_numpy(
-        layer.compute_values(weights[:, :, 3:6], 3 + np.arange(3), np.arange(length)))
+        layer.compute_values(weights[:, :, 3:6], 3 + np.arange(3), np.arange(length))
+    )
     np.testing.assert_allclose(chunk_values, full_values[:, 3:6], atol=1e-6)
 
 
@@ -241,7 +259,8 @@ def test_per_example_positions():
     # Left padding and a packed sequence: positions repeat and restart.
     positions = np.array([[0, 0, 0, 1, 2], [0, 1, 2, 0, 1]], "int32")
     expected_logits, expected_values = shaw_reference(
-        query, weights, key_table, value_table, positions, positions, 2)
+        query, weights, key_table, value_table, positions, positions, 2
+    )
     logits = to_numpy(layer(query, key, positions=positions))
     values = to_numpy(layer.compute_values(weights, positions, positions))
     assert values.shape == (2, 5, 2, 4)
@@ -251,16 +270,19 @@ def test_per_example_positions():
     key_pos = np.arange(7)
     weights = _softmax(_random(2, 2, 5, 7))
     expected_logits, expected_values = shaw_reference(
-        query, weights, key_table, value_table, positions + 3, key_pos, 2)
-    logits = layer(query, _random(2, 7, 2, 4), positions=positions + 3,
-                   key_positions=key_pos)
+        query, weights, key_table, value_table, positions + 3, key_pos, 2
+    )
+    logits = layer(
+        query, _random(2, 7, 2, 4), positions=positions + 3, key_positions=key_pos
+    )
     values = layer.compute_values(weights, positions + 3, key_pos)
     np.testing.assert_allclose(to_numpy(logits), expected_logits, atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(to_numpy(values), expected_values, atol=1e-5, rtol=1e-5)
     query_pos = np.arange(5)
     key_pos = np.array([[0, 1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0]])
     expected_logits, expected_values = shaw_reference(
-        query, weights, key_table, value_table, query_pos, key_pos, 2)
+        query, weights, key_table, value_table, query_pos, key_pos, 2
+    )
     logits = layer.compute_logits(query, query_pos, key_pos)
     values = layer.compute_values(weights, query_pos, key_pos)
     np.testing.assert_allclose(to_numpy(logits), expected_logits, atol=1e-5, rtol=1e-5)
@@ -268,7 +290,9 @@ def test_per_example_positions():
     # A (1, len) row broadcasts over the batch like a (len,) vector.
     np.testing.assert_allclose(
         to_numpy(layer(query, key, positions=np.arange(5)[None])),
-        to_numpy(layer(query, key)), atol=1e-6)
+        to_numpy(layer(query, key)),
+        atol=1e-6,
+    )
 
 
 def test_positions_override_start_index():
@@ -277,15 +301,23 @@ def test_positions_override_start_index():
     key = _random(2, 8, 2, 4)
     by_start = to_numpy(layer(query, key, start_index=4))
     by_positions = to_numpy(
-        layer(query, key, start_index=1, positions=np.arange(4, 7),
-              key_positions=np.arange(8)))
+        layer(
+            query,
+            key,
+            start_index=1,
+            positions=np.arange(4, 7),
+            key_positions=np.arange(8),
+        )
+    )
     np.testing.assert_allclose(by_positions, by_start, atol=1e-6)
     # Equal lengths: `positions` is used for the keys too, so only the
     # differences of the positions count.
     key = _random(2, 3, 2, 4)
     np.testing.assert_allclose(
         to_numpy(layer(query, key, positions=np.arange(4, 7))),
-        to_numpy(layer(query, key)), atol=1e-6)
+        to_numpy(layer(query, key)),
+        atol=1e-6,
+    )
 
 
 def test_dynamic_sequence_length():
@@ -319,11 +351,14 @@ def test_mixed_precision(policy, atol):
     assert keras.backend.standardize_dtype(logits.dtype) == compute_dtype
     assert keras.backend.standardize_dtype(values.dtype) == compute_dtype
     expected_logits, expected_values = shaw_reference(
-        query, weights, key_table, value_table, query_pos, key_pos, 2)
+        query, weights, key_table, value_table, query_pos, key_pos, 2
+    )
     np.testing.assert_allclose(
-        to_numpy(ops.cast(logits, "float32")), expected_logits, atol=atol)
+        to_numpy(ops.cast(logits, "float32")), expected_logits, atol=atol
+    )
     np.testing.assert_allclose(
-        to_numpy(ops.cast(values, "float32")), expected_values, atol=atol)
+        to_numpy(ops.cast(values, "float32")), expected_values, atol=atol
+    )
 
 
 @pytest.mark.parametrize(
@@ -361,14 +396,17 @@ def test_invalid_inputs():
         RelativePositionEmbedding()(query, key, positions=np.arange(4))
     with pytest.raises(ValueError, match="key_positions"):
         RelativePositionEmbedding()(
-            query, key, positions=np.arange(4), key_positions=np.arange(5))
+            query, key, positions=np.arange(4), key_positions=np.arange(5)
+        )
     with pytest.raises(ValueError, match="positions"):
-        RelativePositionEmbedding()(query, key, positions=np.arange(3),
-                                    key_positions=np.arange(6))
+        RelativePositionEmbedding()(
+            query, key, positions=np.arange(3), key_positions=np.arange(6)
+        )
     with pytest.raises(ValueError, match="start_index"):
         RelativePositionEmbedding()(query, key, start_index=-1)
     layer = RelativePositionEmbedding(use_values=False)
     layer(query, key)
     with pytest.raises(ValueError, match="use_values"):
         layer.compute_values(
-            np.zeros((2, 2, 4, 6), "float32"), np.arange(4), np.arange(6))
+            np.zeros((2, 2, 4, 6), "float32"), np.arange(4), np.arange(6)
+        )

@@ -41,8 +41,11 @@ def rope_reference(
         first, second = x[..., 0:d:2], x[..., 1:d:2]
     new_first = (first * cos - second * sin) * attention_factor
     new_second = (second * cos + first * sin) * attention_factor
-    out = np.array(np.broadcast_to(x, np.broadcast_shapes(x.shape, cos.shape[:-1]
-                                                           + (x.shape[-1],))))
+    out = np.array(
+        np.broadcast_to(
+            x, np.broadcast_shapes(x.shape, cos.shape[:-1] + (x.shape[-1],))
+        )
+    )
     if layout == "half":
         out[..., : d // 2], out[..., d // 2 : d] = new_first, new_second
     else:
@@ -50,8 +53,9 @@ def rope_reference(
     return out
 
 
-def hf_dynamic_ntk_inverse_frequencies(base, dim, factor, max_position_embeddings,
-                                       seq_len):
+def hf_dynamic_ntk_inverse_frequencies(
+    base, dim, factor, max_position_embeddings, seq_len
+):
     """HF transformers `_compute_dynamic_ntk_parameters`, transcribed to numpy."""
     seq_len = max(seq_len, max_position_embeddings)
     base = base * ((factor * seq_len / max_position_embeddings) - (factor - 1)) ** (
@@ -60,8 +64,15 @@ def hf_dynamic_ntk_inverse_frequencies(base, dim, factor, max_position_embedding
     return 1.0 / (base ** (np.arange(0, dim, 2, dtype="float64") / dim))
 
 
-def hf_yarn_parameters(base, dim, factor, original_max_position_embeddings,
-                       beta_fast=32, beta_slow=1, truncate=True):
+def hf_yarn_parameters(
+    base,
+    dim,
+    factor,
+    original_max_position_embeddings,
+    beta_fast=32,
+    beta_slow=1,
+    truncate=True,
+):
     """HF transformers `_compute_yarn_parameters`, transcribed to numpy."""
 
     def get_mscale(scale, mscale=1):
@@ -72,8 +83,10 @@ def hf_yarn_parameters(base, dim, factor, original_max_position_embeddings,
     attention_factor = get_mscale(factor)
 
     def find_correction_dim(num_rotations):
-        return (dim * math.log(original_max_position_embeddings
-                               / (num_rotations * 2 * math.pi))) / (2 * math.log(base))
+        return (
+            dim
+            * math.log(original_max_position_embeddings / (num_rotations * 2 * math.pi))
+        ) / (2 * math.log(base))
 
     low = find_correction_dim(beta_fast)
     high = find_correction_dim(beta_slow)
@@ -105,10 +118,20 @@ def _inputs(shape=(2, 6, 2, 8)):
         ({"layout": "interleaved"}, (2, 5, 8)),
         ({"rotary_dim": 4}, (2, 5, 2, 6)),
         ({"scaling": "linear", "scaling_factor": 2.0}, (2, 5, 2, 8)),
-        ({"scaling": "dynamic_ntk", "scaling_factor": 2.0, "original_max_length": 3},
-         (2, 5, 2, 8)),
-        ({"scaling": "yarn", "scaling_factor": 4.0, "original_max_length": 64,
-          "layout": "interleaved", "rotary_dim": 6}, (2, 5, 8)),
+        (
+            {"scaling": "dynamic_ntk", "scaling_factor": 2.0, "original_max_length": 3},
+            (2, 5, 2, 8),
+        ),
+        (
+            {
+                "scaling": "yarn",
+                "scaling_factor": 4.0,
+                "original_max_length": 64,
+                "layout": "interleaved",
+                "rotary_dim": 6,
+            },
+            (2, 5, 8),
+        ),
     ],
 )
 def test_layer_harness(init_kwargs, shape, tmp_path):
@@ -329,8 +352,9 @@ def test_dynamic_ntk_matches_hf_formula(rotary_dim):
     positions = np.array([[0, 1, 2, 3, 4, 5], [60, 61, 62, 20, 21, 22]])
     inverse = hf_dynamic_ntk_inverse_frequencies(10000.0, d, factor, original, 63)
     expected = rope_reference(x, positions, rotary_dim, inverse_frequencies=inverse)
-    np.testing.assert_allclose(to_numpy(layer(x, positions=positions)), expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        to_numpy(layer(x, positions=positions)), expected, atol=1e-5
+    )
 
 
 def test_dynamic_ntk_cached_decoding_differs_beyond_original_length():
@@ -361,14 +385,19 @@ def test_dynamic_ntk_cached_decoding_differs_beyond_original_length():
 def test_yarn_matches_hf_formula(layout, d, factor, original):
     x = _inputs((2, 5, 2, d))
     layer = RotaryEmbedding(
-        layout=layout, scaling="yarn", scaling_factor=factor,
+        layout=layout,
+        scaling="yarn",
+        scaling_factor=factor,
         original_max_length=original,
     )
     inverse, attention_factor = hf_yarn_parameters(10000.0, d, factor, original)
     for start in (0, 250):
         expected = rope_reference(
-            x, np.arange(start, start + 5), layout=layout,
-            inverse_frequencies=inverse, attention_factor=attention_factor,
+            x,
+            np.arange(start, start + 5),
+            layout=layout,
+            inverse_frequencies=inverse,
+            attention_factor=attention_factor,
         )
         np.testing.assert_allclose(
             to_numpy(layer(x, start_index=start)), expected, atol=1e-4
@@ -388,8 +417,11 @@ def test_compute_cos_sin(layout):
     assert tuple(cos.shape) == (2, 3, 6) and tuple(sin.shape) == (2, 3, 6)
     theta = 10000.0 ** (-np.arange(0, 6, 2) / 6)
     angles = positions[..., None] * theta
-    order = np.concatenate([angles, angles], -1) if layout == "half" else np.repeat(
-        angles, 2, -1)
+    order = (
+        np.concatenate([angles, angles], -1)
+        if layout == "half"
+        else np.repeat(angles, 2, -1)
+    )
     np.testing.assert_allclose(to_numpy(cos), np.cos(order), atol=1e-5)
     np.testing.assert_allclose(to_numpy(sin), np.sin(order), atol=1e-5)
     cos, _ = layer.compute_cos_sin(np.arange(4))
@@ -419,8 +451,15 @@ def test_bfloat16_keeps_far_positions_apart(layout):
         ({"max_wavelength": -5.0}, "max_wavelength"),
         ({"max_wavelength": True}, "max_wavelength"),
         ({"max_wavelength": float("nan")}, "max_wavelength"),
-        ({"max_wavelength": 1.0, "scaling": "yarn", "scaling_factor": 2.0,
-          "original_max_length": 8}, "max_wavelength"),
+        (
+            {
+                "max_wavelength": 1.0,
+                "scaling": "yarn",
+                "scaling_factor": 2.0,
+                "original_max_length": 8,
+            },
+            "max_wavelength",
+        ),
         ({"rotary_dim": 0}, "rotary_dim"),
         ({"rotary_dim": 3}, "rotary_dim"),
         ({"rotary_dim": 4.0}, "rotary_dim"),
@@ -433,18 +472,20 @@ def test_bfloat16_keeps_far_positions_apart(layout):
         ({"scaling_factor": 2.0}, "scaling_factor"),
         ({"scaling": "yarn", "scaling_factor": 2.0}, "original_max_length"),
         ({"scaling": "dynamic_ntk", "scaling_factor": 2.0}, "original_max_length"),
-        ({"scaling": "yarn", "scaling_factor": 2.0, "original_max_length": 0},
-         "original_max_length"),
-        ({"scaling": "yarn", "scaling_factor": 2.0, "original_max_length": 8.5},
-         "original_max_length"),
+        (
+            {"scaling": "yarn", "scaling_factor": 2.0, "original_max_length": 0},
+            "original_max_length",
+        ),
+        (
+            {"scaling": "yarn", "scaling_factor": 2.0, "original_max_length": 8.5},
+            "original_max_length",
+        ),
     ],
 )
 def test_invalid_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`") as info:
         RotaryEmbedding(**kwargs)
-    assert repr(kwargs[argument] if argument in kwargs else None)[:3] in str(
-        info.value
-    )
+    assert repr(kwargs[argument] if argument in kwargs else None)[:3] in str(info.value)
 
 
 def test_invalid_inputs():

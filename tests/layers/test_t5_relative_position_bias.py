@@ -13,8 +13,9 @@ from tests.harness import run_layer_test
 HEADS = 3
 
 
-def reference_bucket(relative_position, bidirectional=True, num_buckets=32,
-                     max_distance=128):
+def reference_bucket(
+    relative_position, bidirectional=True, num_buckets=32, max_distance=128
+):
     """Mesh TensorFlow's `_relative_position_bucket` (also HF `T5Attention`).
 
     Transcribed line by line in numpy. The logarithm is float32 on purpose:
@@ -36,7 +37,8 @@ def reference_bucket(relative_position, bidirectional=True, num_buckets=32,
     with np.errstate(divide="ignore", invalid="ignore"):
         log_ratio = np.log(n.astype("float32") / max_exact)
         val_if_large = max_exact + np.trunc(
-            log_ratio / np.float32(math.log(max_distance / max_exact))
+            log_ratio
+            / np.float32(math.log(max_distance / max_exact))
             * np.float32(num_buckets - max_exact)
         ).astype("int64")
     val_if_large = np.minimum(val_if_large, num_buckets - 1)
@@ -70,8 +72,12 @@ def _built_layer(**kwargs):
 def test_layer_harness(bidirectional, tmp_path):
     run_layer_test(
         T5RelativePositionBias,
-        init_kwargs={"num_heads": HEADS, "num_buckets": 8, "max_distance": 16,
-                     "bidirectional": bidirectional},
+        init_kwargs={
+            "num_heads": HEADS,
+            "num_buckets": 8,
+            "max_distance": 16,
+            "bidirectional": bidirectional,
+        },
         input_data=_scores(),
         expected_output_shape=(2, HEADS, 5, 5),
         expected_num_trainable_weights=1,
@@ -85,13 +91,18 @@ def test_layer_harness(bidirectional, tmp_path):
 )
 def test_bucket_matches_mesh_tensorflow(bidirectional, num_buckets, max_distance):
     rng = np.random.default_rng(0)
-    relative = np.concatenate([
-        np.arange(-3 * max_distance, 3 * max_distance + 1),
-        rng.integers(-100 * max_distance, 100 * max_distance, size=2000),
-        [-(2**31) + 1, -(2**24) - 1, 2**24 + 1, 2**31 - 1],
-    ]).astype("int32")
-    kwargs = {"bidirectional": bidirectional, "num_buckets": num_buckets,
-              "max_distance": max_distance}
+    relative = np.concatenate(
+        [
+            np.arange(-3 * max_distance, 3 * max_distance + 1),
+            rng.integers(-100 * max_distance, 100 * max_distance, size=2000),
+            [-(2**31) + 1, -(2**24) - 1, 2**24 + 1, 2**31 - 1],
+        ]
+    ).astype("int32")
+    kwargs = {
+        "bidirectional": bidirectional,
+        "num_buckets": num_buckets,
+        "max_distance": max_distance,
+    }
     ours = to_numpy(t5_relative_position_bucket(relative, **kwargs))
     assert ours.dtype == np.int32
     expected = reference_bucket(relative, **kwargs)
@@ -114,9 +125,7 @@ def test_bucket_defaults_spot_values():
     )
     causal = to_numpy(t5_relative_position_bucket(relative, bidirectional=False))
     # Causal, 32 buckets: exact below 16, keys after the query all in bucket 0.
-    np.testing.assert_array_equal(
-        causal, [0, 1, 7, 8, 12, 17, 31, 31, 31, 0, 0, 0, 0]
-    )
+    np.testing.assert_array_equal(causal, [0, 1, 7, 8, 12, 17, 31, 31, 31, 0, 0, 0, 0])
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -141,8 +150,9 @@ def test_bias_matches_table_lookup(bidirectional):
     # The call adds it to the scores.
     scores = _scores(batch=2, query=6, key=6)
     out = to_numpy(layer(scores))
-    expected = scores + reference_bias(table, np.arange(6), np.arange(6),
-                                       **bucket_kwargs)
+    expected = scores + reference_bias(
+        table, np.arange(6), np.arange(6), **bucket_kwargs
+    )
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
@@ -182,8 +192,9 @@ def test_positions_and_key_positions():
     # Left padding: per-example positions, reused for the keys in self-attention.
     positions = np.array([[0, 0, 1, 2], [0, 1, 2, 3]])
     out = to_numpy(layer(scores, positions=positions))
-    expected = scores + reference_bias(table, positions, positions,
-                                       num_buckets=8, max_distance=16)
+    expected = scores + reference_bias(
+        table, positions, positions, num_buckets=8, max_distance=16
+    )
     np.testing.assert_allclose(out, expected, atol=1e-6)
     # `positions` overrides `start_index`.
     np.testing.assert_array_equal(
@@ -194,16 +205,18 @@ def test_positions_and_key_positions():
     with pytest.raises(ValueError, match="key_positions"):
         layer(scores, positions=np.array([4, 5]))
     key_positions = np.array([[0, 1, 2, 3, 4, 5], [3, 3, 4, 5, 6, 7]])
-    out = to_numpy(layer(scores, positions=np.array([4, 5]),
-                         key_positions=key_positions))
+    out = to_numpy(
+        layer(scores, positions=np.array([4, 5]), key_positions=key_positions)
+    )
     expected = scores + reference_bias(
-        table, np.array([[4, 5], [4, 5]]), key_positions,
-        num_buckets=8, max_distance=16)
+        table, np.array([[4, 5], [4, 5]]), key_positions, num_buckets=8, max_distance=16
+    )
     np.testing.assert_allclose(out, expected, atol=1e-6)
     # `key_positions` alone, with query positions from `start_index`.
     out = to_numpy(layer(scores, start_index=3, key_positions=np.arange(10, 16)))
-    expected = scores + reference_bias(table, np.arange(3, 5), np.arange(10, 16),
-                                       num_buckets=8, max_distance=16)
+    expected = scores + reference_bias(
+        table, np.arange(3, 5), np.arange(10, 16), num_buckets=8, max_distance=16
+    )
     np.testing.assert_allclose(out, expected, atol=1e-6)
 
 
@@ -217,11 +230,16 @@ def test_dynamic_lengths():
     for query, key in ((3, 3), (6, 6), (2, 5)):
         scores = _scores(batch=2, query=query, key=key)
         out = model.predict(scores, verbose=0)
-        expected = scores + reference_bias(table, np.arange(query), np.arange(key),
-                                           num_buckets=8, max_distance=16)
+        expected = scores + reference_bias(
+            table, np.arange(query), np.arange(key), num_buckets=8, max_distance=16
+        )
         np.testing.assert_allclose(out, expected, atol=1e-6)
     assert layer.compute_output_shape((None, HEADS, None, None)) == (
-        None, HEADS, None, None)
+        None,
+        HEADS,
+        None,
+        None,
+    )
 
 
 def test_mixed_precision():
@@ -233,10 +251,12 @@ def test_mixed_precision():
     bias = layer.compute_bias(np.arange(100000, 100003), np.arange(99999, 100002))
     assert keras.backend.standardize_dtype(bias.dtype) == "bfloat16"
     table = to_numpy(layer.embeddings)
-    expected = reference_bias(table, np.arange(100000, 100003),
-                              np.arange(99999, 100002))
-    np.testing.assert_allclose(to_numpy(ops.cast(out, "float32")), expected,
-                               atol=1e-2, rtol=1e-2)
+    expected = reference_bias(
+        table, np.arange(100000, 100003), np.arange(99999, 100002)
+    )
+    np.testing.assert_allclose(
+        to_numpy(ops.cast(out, "float32")), expected, atol=1e-2, rtol=1e-2
+    )
 
 
 def test_compute_bias_builds_the_layer():

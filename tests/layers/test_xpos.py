@@ -88,8 +88,11 @@ def test_scale_is_real_and_rotation_is_interleaved_rope():
     # The first pair (smallest zeta) shrinks for queries and grows for keys.
     zeta0 = 0.4 / 1.4
     np.testing.assert_allclose(
-        query[..., :2], rope[..., :2] * zeta0 ** (np.arange(100, 105) / 64.0)[
-            None, :, None, None], rtol=1e-5, atol=1e-6)
+        query[..., :2],
+        rope[..., :2] * zeta0 ** (np.arange(100, 105) / 64.0)[None, :, None, None],
+        rtol=1e-5,
+        atol=1e-6,
+    )
     np.testing.assert_allclose(query * key, rope * rope, rtol=1e-4, atol=1e-6)
     assert np.max(np.abs(query - rope)) > 0.1
 
@@ -132,11 +135,15 @@ def test_step_by_step_equals_full(downscale):
         to_numpy(layer(x[:, i : i + 1], start_index=i, downscale=downscale))
         for i in range(9)
     ]
-    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.concatenate(steps, axis=1), full, rtol=1e-6, atol=1e-6
+    )
     chunk = to_numpy(
-        layer(x[:, 4:7], start_index=ops.convert_to_tensor(4, "int32"),
-              downscale=downscale)
+        layer(
+            x[:, 4:7],
+            start_index=ops.convert_to_tensor(4, "int32"),
+            downscale=downscale,
+        )
     )
     np.testing.assert_allclose(chunk, full[:, 4:7], rtol=1e-6, atol=1e-6)
 

@@ -1,0 +1,13 @@
+"""Ready models of keras_posenc."""
+
+from keras_posenc.models.position_schemes import MODEL_POSITIONS
+from keras_posenc.models.seq2seq_transformer import Seq2SeqTransformer
+from keras_posenc.models.transformer_classifier import TransformerClassifier
+from keras_posenc.models.transformer_lm import TransformerLM
+
+__all__ = [
+    "MODEL_POSITIONS",
+    "Seq2SeqTransformer",
+    "TransformerClassifier",
+    "TransformerLM",
+]

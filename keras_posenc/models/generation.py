@@ -1,0 +1,170 @@
+"""What the generative models share: argument checks and keras-hub sampling.
+
+Token id 0 is padding everywhere: prompts are right-padded with 0, the models
+never generate 0, and `generate()` returns 0 after a stop token.
+"""
+
+import numpy as np
+from keras import ops
+
+from keras_posenc.models.position_schemes import check_model_position
+from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import check_rate
+
+SAMPLER_NAMES = ("greedy", "top_k", "top_p", "beam")
+
+
+def check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a bool. Received: {name}={value!r}")
+    return value
+
+
+def check_transformer_arguments(
+    vocabulary_size,
+    max_length,
+    hidden_dim,
+    num_layers,
+    num_heads,
+    intermediate_dim,
+    dropout,
+    position,
+    normalize_first,
+):
+    """Raises a `ValueError` naming the first invalid model argument."""
+    check_positive_int("vocabulary_size", vocabulary_size)
+    check_positive_int("max_length", max_length)
+    check_positive_int("hidden_dim", hidden_dim)
+    check_positive_int("num_layers", num_layers)
+    check_positive_int("num_heads", num_heads)
+    check_positive_int("intermediate_dim", intermediate_dim)
+    check_rate("dropout", dropout)
+    check_model_position(position)
+    check_bool("normalize_first", normalize_first)
+    if vocabulary_size < 2:
+        raise ValueError(
+            "`vocabulary_size` must be at least 2 (id 0 is padding). "
+            f"Received: vocabulary_size={vocabulary_size}"
+        )
+    if hidden_dim % num_heads:
+        raise ValueError(
+            "`hidden_dim` must be divisible by `num_heads`. "
+            f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+        )
+    if position in ("rotary", "xpos") and (hidden_dim // num_heads) % 2:
+        raise ValueError(
+            f"With position={position!r}, the head size `hidden_dim` / "
+            f"`num_heads` must be even. Received: hidden_dim={hidden_dim}, "
+            f"num_heads={num_heads}"
+        )
+    if position.endswith("_concat") and hidden_dim < 2:
+        raise ValueError(
+            f"With position={position!r}, `hidden_dim` must be at least 2 (it "
+            f"is split between tokens and positions). Received: "
+            f"hidden_dim={hidden_dim}"
+        )
+
+
+def import_keras_hub():
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise ImportError(
+            "`generate()` samples with keras-hub's samplers, and keras-hub is "
+            "not installed. Install it with `pip install keras-hub` (or "
+            "`pip install keras-posenc[dev]`)."
+        ) from error
+    return keras_hub
+
+
+def get_sampler(sampler):
+    """A keras-hub `Sampler` from a name in `SAMPLER_NAMES` or an instance."""
+    keras_hub = import_keras_hub()
+    if isinstance(sampler, keras_hub.samplers.Sampler):
+        return sampler
+    if not isinstance(sampler, str) or sampler not in SAMPLER_NAMES:
+        raise ValueError(
+            f"`sampler` must be one of {list(SAMPLER_NAMES)} or a "
+            f"`keras_hub.samplers.Sampler` instance. Received: sampler={sampler!r}"
+        )
+    return keras_hub.samplers.get(sampler)
+
+
+def check_generate_arguments(max_length, model_max_length, stop_token_id, use_cache):
+    """Returns `max_length` (defaulting to the model's) after checking all three."""
+    if max_length is None:
+        max_length = model_max_length
+    check_positive_int("max_length", max_length)
+    if max_length > model_max_length:
+        raise ValueError(
+            "`max_length` must not exceed the model's `max_length` "
+            f"({model_max_length}). Received: max_length={max_length}"
+        )
+    if stop_token_id is not None:
+        check_positive_int("stop_token_id", stop_token_id)
+    check_bool("use_cache", use_cache)
+    return int(max_length)
+
+
+def right_padded_ids(name, token_ids, vocabulary_size):
+    """Int32 numpy `(batch, length)` from a tensor, array or list of lists.
+
+    Lists of unequal lengths are right-padded with 0. Raises a `ValueError`
+    naming `name` unless every row is a non-empty run of ids in
+    `[1, vocabulary_size)` followed only by padding.
+    """
+    if isinstance(token_ids, (list, tuple)) and all(
+        isinstance(row, (list, tuple)) for row in token_ids
+    ):
+        length = max((len(row) for row in token_ids), default=0)
+        token_ids = [list(row) + [0] * (length - len(row)) for row in token_ids]
+    array = np.asarray(ops.convert_to_numpy(token_ids))
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(
+            f"`{name}` must be a non-empty integer array of shape "
+            f"(batch_size, length). Received: {name}.shape={array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(
+            f"`{name}` must hold integer ids. Received: dtype={array.dtype}"
+        )
+    if array.min() < 0 or array.max() >= vocabulary_size:
+        raise ValueError(
+            f"`{name}` must hold ids in [0, {vocabulary_size}). Received ids in "
+            f"[{array.min()}, {array.max()}]"
+        )
+    real = array != 0
+    lengths = real.sum(axis=1)
+    if lengths.min() == 0 or np.any(
+        real != (np.arange(array.shape[1]) < lengths[:, None])
+    ):
+        raise ValueError(
+            f"Every row of `{name}` must be at least one id followed only by "
+            "right padding (0)."
+        )
+    return array.astype("int32"), lengths
+
+
+def pad_to(token_ids, length):
+    """Right-pads `(batch, n)` ids with 0 to `(batch, length)`."""
+    return np.pad(token_ids, ((0, 0), (0, length - token_ids.shape[1])))
+
+
+def suppress_padding(logits):
+    """`(batch, vocab)` float32 logits where the padding id 0 cannot be sampled.
+
+    A generated 0 would read as padding: the full forward pass would mask it
+    while the cache keeps it, and the output could not be told from padding.
+    """
+    logits = ops.cast(logits, "float32")
+    is_padding = ops.expand_dims(ops.arange(ops.shape(logits)[-1]) == 0, 0)
+    return ops.where(is_padding, -1e9, logits)
+
+
+def clear_after_stop(token_ids, prompt_mask, stop_token_id):
+    """Sets every generated id after the first generated stop id to 0 (numpy)."""
+    if stop_token_id is None:
+        return token_ids
+    is_stop = (token_ids == stop_token_id) & ~prompt_mask
+    after_stop = (np.cumsum(is_stop, axis=1) - is_stop) > 0
+    return np.where(after_stop, 0, token_ids).astype("int32")

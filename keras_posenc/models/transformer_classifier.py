@@ -1,0 +1,224 @@
+import keras
+from keras import ops
+
+from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
+from keras_posenc.layers.transformer_encoder import TransformerEncoder
+from keras_posenc.models.position_schemes import attention_position
+from keras_posenc.models.position_schemes import check_model_position
+from keras_posenc.models.position_schemes import embedding_arguments
+from keras_posenc.utils.validation import check_one_of
+from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import check_rate
+
+POOLING_TYPES = ("mean", "first")
+
+
+@keras.saving.register_keras_serializable(package="keras_posenc")
+class TransformerClassifier(keras.Model):
+    """Transformer encoder that classifies token sequences, with any position scheme.
+
+    Token ids go through a `TokenAndPositionEmbedding` (id 0 is padding),
+    `num_layers` `TransformerEncoder` blocks that receive the padding mask, a
+    masked pooling over the sequence, dropout and a `Dense(num_classes)` head.
+    `position` picks one of `keras_posenc.models.MODEL_POSITIONS`: absolute
+    schemes (`"sinusoidal"`, `"learned"`, and their `"_concat"` forms) live in
+    the embedding, relative schemes (`"shaw"`, `"t5"`, `"alibi"`, `"rotary"`,
+    `"xpos"`) in every self-attention layer, and `"none"` (NoPE) nowhere.
+
+    With `position="none"` and `pooling="mean"` the model is invariant to
+    permutations of the tokens: attention without positions is permutation
+    equivariant and the mean forgets the order, so such a model cannot use
+    word order at all (it sees a bag of tokens).
+
+    The model takes right-padded inputs (real tokens first, then zeros). Right
+    padding never changes a prediction. Under left padding the real tokens sit
+    at shifted positions, so absolute schemes and `pooling="first"` give
+    different predictions; relative schemes and `"none"` with
+    `pooling="mean"` do not, since they only see distances between tokens.
+
+    Args:
+        vocabulary_size: int. Number of token ids, including the padding id 0.
+        num_classes: int. Number of classes.
+        max_length: int. Longest sequence the model handles; the size of the
+            learned position table.
+        hidden_dim: int. Width of the embeddings and the encoder blocks; must be
+            divisible by `num_heads`. Defaults to `64`.
+        num_layers: int. Number of encoder blocks. Defaults to `2`.
+        num_heads: int. Number of attention heads; `hidden_dim // num_heads`
+            must be even for `"rotary"` and `"xpos"`. Defaults to `4`.
+        intermediate_dim: int. Width of the feed-forward hidden layer.
+            Defaults to `128`.
+        dropout: float in [0, 1). Dropout in the encoder blocks and before the
+            classification head. Defaults to `0.1`.
+        position: str. Position scheme, one of
+            `keras_posenc.models.MODEL_POSITIONS`. Defaults to `"sinusoidal"`.
+        normalize_first: bool. Pre-norm blocks followed by a final layer
+            normalization if True, post-norm blocks (the original Transformer)
+            if False. Defaults to `False`.
+        pooling: `"mean"` (average over the real tokens) or `"first"` (the
+            output at the first token, e.g. a `[CLS]` token). Defaults to
+            `"mean"`.
+        activation: activation of the head, e.g. `"softmax"` for
+            probabilities or None for logits. Defaults to `"softmax"`.
+        **kwargs: other keyword arguments of `keras.Model` (e.g. `name`).
+
+    Call arguments:
+        token_ids: int tensor of shape `(batch_size, sequence_length)`,
+            right-padded with 0, `sequence_length <= max_length`.
+
+    Returns:
+        A `(batch_size, num_classes)` tensor of class probabilities (or of
+        `activation` applied to the logits).
+
+    Example:
+
+    >>> import numpy as np
+    >>> import keras_posenc
+    >>> model = keras_posenc.models.TransformerClassifier(
+    ...     vocabulary_size=20, num_classes=3, max_length=8, hidden_dim=16,
+    ...     num_layers=1, num_heads=2, intermediate_dim=32, position="rotary")
+    >>> token_ids = np.array([[5, 3, 9, 0, 0], [4, 4, 1, 7, 2]], "int32")
+    >>> tuple(model(token_ids).shape)
+    (2, 3)
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+        - [Devlin et al., 2019](https://arxiv.org/abs/1810.04805) (first-token
+          pooling)
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        num_classes,
+        max_length,
+        hidden_dim=64,
+        num_layers=2,
+        num_heads=4,
+        intermediate_dim=128,
+        dropout=0.1,
+        position="sinusoidal",
+        normalize_first=False,
+        pooling="mean",
+        activation="softmax",
+        **kwargs,
+    ):
+        check_positive_int("vocabulary_size", vocabulary_size)
+        check_positive_int("num_classes", num_classes)
+        check_positive_int("max_length", max_length)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("num_layers", num_layers)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("intermediate_dim", intermediate_dim)
+        check_rate("dropout", dropout)
+        check_model_position(position)
+        check_one_of("pooling", pooling, POOLING_TYPES)
+        if not isinstance(normalize_first, bool):
+            raise ValueError(
+                "`normalize_first` must be a bool. "
+                f"Received: normalize_first={normalize_first!r}"
+            )
+        if hidden_dim % num_heads:
+            raise ValueError(
+                "`hidden_dim` must be divisible by `num_heads`. Received: "
+                f"hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        if position in ("rotary", "xpos") and (hidden_dim // num_heads) % 2:
+            raise ValueError(
+                f"`hidden_dim // num_heads` must be even for position={position!r}."
+                f" Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        try:
+            head_activation = keras.activations.get(activation)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                "`activation` must be an activation name, function or None. "
+                f"Received: activation={activation!r}"
+            ) from error
+
+        # === Layers ===
+        embedding = TokenAndPositionEmbedding(
+            vocabulary_size=vocabulary_size,
+            max_length=max_length,
+            mask_zero=True,
+            name="embedding",
+            **embedding_arguments(position, hidden_dim),
+        )
+        encoder_layers = [
+            TransformerEncoder(
+                intermediate_dim=intermediate_dim,
+                num_heads=num_heads,
+                dropout=dropout,
+                normalize_first=normalize_first,
+                position=attention_position(position),
+                name=f"transformer_layer_{index}",
+            )
+            for index in range(num_layers)
+        ]
+        final_norm = (
+            keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+            if normalize_first
+            else None
+        )
+        pooled_dropout = keras.layers.Dropout(dropout, name="pooled_dropout")
+        head = keras.layers.Dense(
+            num_classes, activation=head_activation, name="classification_head"
+        )
+
+        # === Functional model ===
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = ops.not_equal(token_ids, 0)  # (batch, seq)
+        x = embedding(token_ids)
+        for encoder in encoder_layers:
+            x = encoder(x, padding_mask=padding_mask)
+        if final_norm is not None:
+            # Pre-norm blocks leave the residual stream unnormalized.
+            x = final_norm(x)
+        if pooling == "first":
+            pooled = x[:, 0, :]
+        else:
+            # `where`, not a product: padded rows may hold non-finite values.
+            mask = ops.expand_dims(padding_mask, -1)  # (batch, seq, 1)
+            summed = ops.sum(ops.where(mask, x, ops.zeros_like(x)), axis=1)
+            count = ops.sum(ops.cast(mask, x.dtype), axis=1)  # (batch, 1)
+            pooled = summed / ops.maximum(count, ops.ones_like(count))
+        outputs = head(pooled_dropout(pooled))
+        super().__init__(inputs=token_ids, outputs=outputs, **kwargs)
+
+        # === Config ===
+        self.vocabulary_size = int(vocabulary_size)
+        self.num_classes = int(num_classes)
+        self.max_length = int(max_length)
+        self.hidden_dim = int(hidden_dim)
+        self.num_layers = int(num_layers)
+        self.num_heads = int(num_heads)
+        self.intermediate_dim = int(intermediate_dim)
+        self.dropout = float(dropout)
+        self.position = position
+        self.normalize_first = normalize_first
+        self.pooling = pooling
+        self.activation = keras.activations.serialize(head_activation)
+        self.embedding = embedding
+        self.encoder_layers = encoder_layers
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "vocabulary_size": self.vocabulary_size,
+            "num_classes": self.num_classes,
+            "max_length": self.max_length,
+            "hidden_dim": self.hidden_dim,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_dim": self.intermediate_dim,
+            "dropout": self.dropout,
+            "position": self.position,
+            "normalize_first": self.normalize_first,
+            "pooling": self.pooling,
+            "activation": self.activation,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
