@@ -2,6 +2,11 @@
 
 Token id 0 is padding everywhere: prompts are right-padded with 0, the models
 never generate 0, and `generate()` returns 0 after a stop token.
+
+Each model splits generation in two: `generate()` checks and converts its
+arguments with numpy, and `generate_step()` is the tensor-only core (keras.ops
+and a keras-hub sampler), which also runs inside a TensorFlow graph for
+`keras_posenc.export.export_for_serving`.
 """
 
 import numpy as np
@@ -162,9 +167,22 @@ def suppress_padding(logits):
 
 
 def clear_after_stop(token_ids, prompt_mask, stop_token_id):
-    """Sets every generated id after the first generated stop id to 0 (numpy)."""
+    """Sets every generated id after the first generated stop id to 0.
+
+    Args:
+        token_ids: int tensor `(batch, length)`.
+        prompt_mask: bool tensor `(batch, length)`, True for prompt ids (never
+            read as a stop).
+        stop_token_id: int or None (then `token_ids` is returned as is).
+
+    Returns:
+        An int tensor like `token_ids`.
+    """
     if stop_token_id is None:
         return token_ids
-    is_stop = (token_ids == stop_token_id) & ~prompt_mask
-    after_stop = (np.cumsum(is_stop, axis=1) - is_stop) > 0
-    return np.where(after_stop, 0, token_ids).astype("int32")
+    is_stop = ops.logical_and(
+        ops.equal(token_ids, stop_token_id), ops.logical_not(prompt_mask)
+    )
+    is_stop = ops.cast(is_stop, "int32")
+    after_stop = (ops.cumsum(is_stop, axis=1) - is_stop) > 0
+    return ops.where(after_stop, ops.zeros_like(token_ids), token_ids)

@@ -34,7 +34,8 @@ class Seq2SeqTransformer(keras.Model):
 
     `generate()` encodes the source once, then decodes from `start_token_id`
     with keras-hub's samplers and a key/value cache in the decoder's
-    self-attention.
+    self-attention. `generate_step()` is its tensor-only core, which
+    `keras_posenc.export.export_for_serving` traces into a TensorFlow graph.
 
     Args:
         vocabulary_size: int. Number of token ids (shared by source and
@@ -320,7 +321,7 @@ class Seq2SeqTransformer(keras.Model):
                 "`max_length` must be at least 2 (the start token and one "
                 f"generated token). Received: max_length={max_length}"
             )
-        sampler = get_sampler(sampler)
+        get_sampler(sampler)
         source, lengths = right_padded_ids(
             "encoder_token_ids", encoder_token_ids, self.vocabulary_size
         )
@@ -329,12 +330,57 @@ class Seq2SeqTransformer(keras.Model):
                 f"`encoder_token_ids` holds a source of {lengths.max()} tokens, "
                 f"longer than the model's max_length={self.max_length}."
             )
-        source = ops.convert_to_tensor(source[:, : lengths.max()], dtype="int32")
+        output = self.generate_step(
+            ops.convert_to_tensor(source[:, : lengths.max()], dtype="int32"),
+            max_length,
+            sampler=sampler,
+            start_token_id=start_token_id,
+            stop_token_id=stop_token_id,
+            use_cache=use_cache,
+        )
+        return np.asarray(ops.convert_to_numpy(output)).astype("int32")
+
+    def generate_step(
+        self,
+        encoder_token_ids,
+        max_length,
+        sampler="greedy",
+        start_token_id=1,
+        stop_token_id=None,
+        use_cache=True,
+    ):
+        """Tensor-only core of `generate()`, also traced into serving graphs.
+
+        Unlike `generate()`, it checks nothing, so that it runs inside a
+        `tf.function`.
+
+        Args:
+            encoder_token_ids: int tensor `(batch, S)` of sources right-padded
+                with 0, `S` at most the model's `max_length`.
+            max_length: int. Length of the output, start token included; at
+                most the model's `max_length`.
+            sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
+                `keras_hub.samplers.Sampler` instance. Defaults to `"greedy"`.
+            start_token_id: int. First decoder token. Defaults to `1`.
+            stop_token_id: int or None. Generation stops once every sequence
+                has produced it; later ids are set to 0.
+            use_cache: bool. Decode with the key/value cache if True.
+                Defaults to `True`.
+
+        Returns:
+            Int32 tensor `(batch, max_length)` starting with `start_token_id`.
+        """
+        sampler = get_sampler(sampler)
+        source = ops.cast(encoder_token_ids, "int32")
         batch_size = ops.shape(source)[0]
-        prompt = np.zeros((batch_size, max_length), "int32")
-        prompt[:, 0] = start_token_id
-        prompt_mask = prompt != 0
-        token_ids = ops.convert_to_tensor(prompt)
+        token_ids = ops.concatenate(
+            [
+                ops.full((batch_size, 1), start_token_id, dtype="int32"),
+                ops.zeros((batch_size, max_length - 1), dtype="int32"),
+            ],
+            axis=1,
+        )
+        prompt_mask = ops.not_equal(token_ids, 0)
 
         # The encoder outputs ride in the sampler's cache, so that beam search
         # repeats and reorders them with the beams (as keras-hub's BART does).
@@ -381,13 +427,12 @@ class Seq2SeqTransformer(keras.Model):
             prompt=token_ids,
             cache=cache,
             index=1,
-            mask=ops.convert_to_tensor(prompt_mask),
+            mask=prompt_mask,
             stop_token_ids=None if stop_token_id is None else (stop_token_id,),
             hidden_states=hidden_states,
             model=self,
         )
-        output = np.asarray(ops.convert_to_numpy(output)).astype("int32")
-        return clear_after_stop(output, prompt_mask, stop_token_id)
+        return clear_after_stop(ops.cast(output, "int32"), prompt_mask, stop_token_id)
 
     def get_config(self):
         config = super().get_config()

@@ -31,6 +31,8 @@ class TransformerLM(keras.Model):
     beam search) and a key/value cache: the prompt is run once to fill the
     cache, then each step runs only the newest token through
     `call_with_cache()`, and gives the tokens of the full forward pass.
+    `generate_step()` is its tensor-only core, which
+    `keras_posenc.export.export_for_serving` traces into a TensorFlow graph.
 
     Args:
         vocabulary_size: int. Number of token ids, padding (0) included.
@@ -243,7 +245,7 @@ class TransformerLM(keras.Model):
                 f"`stop_token_id` must be below vocabulary_size="
                 f"{self.vocabulary_size}. Received: stop_token_id={stop_token_id}"
             )
-        sampler = get_sampler(sampler)
+        get_sampler(sampler)
         prompt, lengths = right_padded_ids(
             "prompt_ids", prompt_ids, self.vocabulary_size
         )
@@ -253,8 +255,42 @@ class TransformerLM(keras.Model):
                 f"than max_length={max_length}."
             )
         prompt = pad_to(prompt[:, : lengths.max()], max_length)
-        prompt_mask = prompt != 0
-        token_ids = ops.convert_to_tensor(prompt, dtype="int32")
+        output = self.generate_step(
+            ops.convert_to_tensor(prompt, dtype="int32"),
+            sampler=sampler,
+            stop_token_id=stop_token_id,
+            use_cache=use_cache,
+        )
+        return np.asarray(ops.convert_to_numpy(output)).astype("int32")
+
+    def generate_step(
+        self, token_ids, sampler="greedy", stop_token_id=None, use_cache=True
+    ):
+        """Tensor-only core of `generate()`, also traced into serving graphs.
+
+        Unlike `generate()`, it checks nothing and takes the prompts already
+        padded to the output length, so that it runs inside a `tf.function`.
+
+        Args:
+            token_ids: int tensor `(batch, max_length)`: prompts of at least
+                one id, right-padded with 0 up to the output length (at most
+                the model's `max_length`).
+            sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
+                `keras_hub.samplers.Sampler` instance. Defaults to `"greedy"`.
+            stop_token_id: int or None. Generation stops once every sequence
+                has produced it; later ids are set to 0.
+            use_cache: bool. Decode with the key/value cache if True.
+                Defaults to `True`.
+
+        Returns:
+            Int32 tensor `(batch, max_length)`: prompts and continuations.
+        """
+        sampler = get_sampler(sampler)
+        token_ids = ops.cast(token_ids, "int32")
+        prompt_mask = ops.not_equal(token_ids, 0)
+        # Generation starts after the shortest prompt; the sampler leaves the
+        # longer prompts' own ids in place.
+        index = ops.min(ops.sum(ops.cast(prompt_mask, "int32"), axis=1))
 
         if use_cache:
             hidden_states, cache = self.build_cache(token_ids)
@@ -286,14 +322,13 @@ class TransformerLM(keras.Model):
             next=next,
             prompt=token_ids,
             cache=cache,
-            index=int(lengths.min()),
-            mask=ops.convert_to_tensor(prompt_mask),
+            index=index,
+            mask=prompt_mask,
             stop_token_ids=None if stop_token_id is None else (stop_token_id,),
             hidden_states=hidden_states,
             model=self,
         )
-        output = np.asarray(ops.convert_to_numpy(output)).astype("int32")
-        return clear_after_stop(output, prompt_mask, stop_token_id)
+        return clear_after_stop(ops.cast(output, "int32"), prompt_mask, stop_token_id)
 
     def get_config(self):
         config = super().get_config()

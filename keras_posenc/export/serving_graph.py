@@ -1,0 +1,166 @@
+"""Writes the TensorFlow SavedModel; runs on the tensorflow backend only.
+
+`export_for_serving` calls `write_serving_model` in-process on the tensorflow
+backend, and otherwise runs this module as a script in a
+`KERAS_BACKEND=tensorflow` subprocess on a directory holding `model.keras`,
+the tokenizer (`keras_posenc.tokenizers.save_tokenizer`) and `options.json`.
+The graph ops here are TensorFlow's: tokenizing strings, ragged tensors and
+string joins have no `keras.ops` equivalent.
+"""
+
+import json
+import os
+import sys
+
+INPUT_NAME = "text"
+MODEL_FILENAME = "model.keras"
+TOKENIZER_DIRNAME = "tokenizer"
+OPTIONS_FILENAME = "options.json"
+LABELS_FILENAME = "labels.txt"
+
+
+def _tokenize(tokenizer, text):
+    """Ragged ids of a `tf.string (batch,)`, as keras-hub's Python path gives."""
+    import tensorflow as tf
+
+    # Invalid UTF-8 (possible over gRPC) becomes U+FFFD instead of failing the
+    # request. TF-text's ops end a string at a NUL byte, where keras-hub's
+    # Python tokenizer (used in eager training code) splits words on it.
+    text = tf.strings.unicode_transcode(
+        text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    text = tf.strings.regex_replace(text, "\x00", " ")
+    return tokenizer.tokenize(text)
+
+
+def _generated_text(tokenizer, token_ids, starts, stop_token_id):
+    """`tf.string (batch,)`: detokenized ids from `starts` up to the first stop."""
+    import tensorflow as tf
+
+    positions = tf.range(tf.shape(token_ids)[1])[tf.newaxis, :]
+    generated = positions >= tf.cast(starts, "int32")[:, tf.newaxis]
+    is_stop = tf.logical_and(tf.equal(token_ids, stop_token_id), generated)
+    before_stop = tf.equal(tf.cumsum(tf.cast(is_stop, "int32"), axis=1), 0)
+    keep = generated & before_stop & tf.not_equal(token_ids, 0)
+    return tokenizer.detokenize(tf.ragged.boolean_mask(token_ids, keep))
+
+
+def _serving_function(model, tokenizer, options):
+    """The `serving_default` function: `tf.string (batch,)` to named outputs."""
+    import tensorflow as tf
+
+    kind = options["kind"]
+    if kind == "classifier":
+        sequence_length = options["sequence_length"]
+        label_names = tf.constant(options["label_names"])
+
+        def serve(text):
+            ids = _tokenize(tokenizer, text)[:, :sequence_length]
+            ids = ids.to_tensor(default_value=0, shape=[None, sequence_length])
+            outputs = tf.cast(model(ids, training=False), "float32")
+            if options["apply_softmax"]:
+                outputs = tf.nn.softmax(outputs, axis=-1)
+            labels = tf.gather(label_names, tf.argmax(outputs, axis=-1))
+            return {"probabilities": outputs, "label": labels}
+
+        return serve
+
+    import keras_hub
+
+    sampler = keras_hub.samplers.get(options["sampler"])
+    max_length = options["max_length"]
+    bos, eos = options["bos_id"], options["eos_id"]
+
+    if kind == "lm":
+        keep = options["max_prompt_length"] - 2
+        sep = options["sep_id"]
+
+        def serve(text):
+            ids = _tokenize(tokenizer, text)
+            ids = ids[:, -keep:]  # the last tokens of a long prompt
+            column = tf.ones([ids.nrows(), 1], "int32")
+            prompt = tf.concat(
+                [
+                    tf.RaggedTensor.from_tensor(column * bos),
+                    tf.cast(ids, "int32"),
+                    tf.RaggedTensor.from_tensor(column * sep),
+                ],
+                axis=1,
+            )
+            token_ids = prompt.to_tensor(default_value=0, shape=[None, max_length])
+            token_ids = model.generate_step(
+                token_ids, sampler=sampler, stop_token_id=eos
+            )
+            starts = prompt.row_lengths()
+            return {
+                "generated_text": _generated_text(tokenizer, token_ids, starts, eos)
+            }
+
+        return serve
+
+    sequence_length = options["sequence_length"]
+
+    def serve(text):
+        ids = _tokenize(tokenizer, text)[:, :sequence_length]
+        ids = ids.to_tensor(default_value=0, shape=[None, sequence_length])
+        token_ids = model.generate_step(
+            ids,
+            max_length,
+            sampler=sampler,
+            start_token_id=bos,
+            stop_token_id=eos,
+        )
+        starts = tf.ones([tf.shape(token_ids)[0]], "int32")
+        return {"generated_text": _generated_text(tokenizer, token_ids, starts, eos)}
+
+    return serve
+
+
+def write_serving_model(model, tokenizer, path, options):
+    """Writes the SavedModel and `assets.extra/` at `path` (tensorflow backend)."""
+    import keras
+    import tensorflow as tf
+
+    from keras_posenc.preprocessing.text_sequences import unpadded_tokenizer
+    from keras_posenc.tokenizers import save_tokenizer
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "The serving graph is built on the tensorflow backend only. "
+            f"Current backend: {keras.backend.backend()}"
+        )
+    ragged_tokenizer = unpadded_tokenizer(tokenizer)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        _serving_function(model, ragged_tokenizer, options),
+        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
+    )
+    archive.write_out(path, verbose=False)
+
+    # Files a client or a later `load_tokenizer` may want; TF Serving ignores
+    # `assets.extra/` (it reads warm-up requests from there, nothing else).
+    extra = os.path.join(path, "assets.extra")
+    save_tokenizer(tokenizer, extra)
+    if options["kind"] == "classifier":
+        with open(os.path.join(extra, LABELS_FILENAME), "w", encoding="utf-8") as f:
+            f.writelines(f"{name}\n" for name in options["label_names"])
+
+
+def main(directory):
+    """Exports the model saved in `directory` (the subprocess entry point)."""
+    import keras
+
+    import keras_posenc  # noqa: F401 (registers the models for loading)
+    from keras_posenc.tokenizers import load_tokenizer
+
+    with open(os.path.join(directory, OPTIONS_FILENAME), encoding="utf-8") as file:
+        options = json.load(file)
+    model = keras.saving.load_model(os.path.join(directory, MODEL_FILENAME))
+    tokenizer = load_tokenizer(os.path.join(directory, TOKENIZER_DIRNAME))
+    write_serving_model(model, tokenizer, options["path"], options)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
