@@ -4,12 +4,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
+BACKEND ?= tensorflow
+# Every tutorial; run a subset with NOTEBOOKS="notebooks/00_position_encodings_tour.ipynb".
+NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
+# nbval in the notebooks' fast settings (KERAS_POSENC_FAST=1: less data, fewer epochs).
+# --nbval-lax compares only cells marked `# NBVAL_CHECK_OUTPUT` (the notebooks' own asserts
+# catch broken results); the kernel runs in this environment and inherits KERAS_BACKEND.
+NBVAL := KERAS_POSENC_FAST=1 $(PY) -m pytest -q -p no:randomly --nbval-lax \
+	--nbval-current-env --nbval-cell-timeout=1800 --nbval-sanitize-with notebooks/sanitize.cfg
 # Datasets shipped beside the checkout (see ../shared/data/README.md), if present.
 export KERAS_POSENC_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: install demo test test-backend lint clean
+.PHONY: install demo test test-backend test-notebooks test-notebooks-all lint clean
 
 install: $(STAMP)
 
@@ -30,6 +38,8 @@ test: $(STAMP)
 	  echo "=== pytest on KERAS_BACKEND=$$backend"; \
 	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:randomly tests || status=1; \
 	done; \
+	echo "=== notebooks under nbval, fast settings (KERAS_BACKEND=tensorflow)"; \
+	KERAS_BACKEND=tensorflow $(NBVAL) $(NOTEBOOKS) || status=1; \
 	echo "=== doctests of the public docstrings (KERAS_BACKEND=jax)"; \
 	KERAS_BACKEND=jax $(PY) -m pytest -q --doctest-modules keras_posenc || status=1; \
 	$(VENV)/bin/ruff check keras_posenc tests examples benchmarks || status=1; \
@@ -38,6 +48,21 @@ test: $(STAMP)
 # One backend only: make test-backend BACKEND=jax
 test-backend: $(STAMP)
 	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest -q tests
+
+# The tutorials in notebooks/ under nbval, fast settings, one backend:
+# make test-notebooks BACKEND=jax
+test-notebooks: $(STAMP)
+	KERAS_BACKEND=$(BACKEND) $(NBVAL) $(NOTEBOOKS)
+
+# The tutorials on TensorFlow, JAX and PyTorch, each in its own process (not part of
+# `make test`, which runs them on TensorFlow only to stay within the CI time budget).
+test-notebooks-all: $(STAMP)
+	@status=0; \
+	for backend in $(BACKENDS); do \
+	  echo "=== notebooks under nbval on KERAS_BACKEND=$$backend"; \
+	  KERAS_BACKEND=$$backend $(NBVAL) $(NOTEBOOKS) || status=1; \
+	done; \
+	exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check keras_posenc tests examples benchmarks
