@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_posenc.utils.positions import check_positions_shape
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
 
@@ -27,6 +28,10 @@ class AbsolutePositionLayer(keras.layers.Layer):
             `None`; defaults to the width of `inputs`. With `"add"` it must be
             None or equal to the width of `inputs`.
     """
+
+    # Whether `positions` must be integers (a table lookup) or may be
+    # fractional (a continuous function of the position).
+    integer_positions = True
 
     def __init__(self, merge="add", output_dim=None, **kwargs):
         check_one_of("merge", merge, MERGE_MODES)
@@ -69,8 +74,14 @@ class AbsolutePositionLayer(keras.layers.Layer):
         raise NotImplementedError
 
     def call(self, inputs, start_index=0, positions=None):
+        check_float_tensor(self.__class__.__name__, "inputs", inputs)
         if positions is not None:
-            check_positions_shape(positions, inputs.shape[1], inputs.shape[0])
+            check_positions_shape(
+                positions,
+                inputs.shape[1],
+                inputs.shape[0],
+                integer=self.integer_positions,
+            )
         shape = ops.shape(inputs)
         batch_size, sequence_length = shape[0], shape[1]
         encoding = self.encode(sequence_length, start_index, positions)
@@ -82,6 +93,11 @@ class AbsolutePositionLayer(keras.layers.Layer):
         if self.merge == "concat":
             return ops.concatenate([inputs, ops.cast(encoding, inputs.dtype)], axis=-1)
         return encoding
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        # Symbolic calls use `compute_output_shape` and skip `call`: check here.
+        check_float_tensor(self.__class__.__name__, "inputs", inputs)
+        return super().compute_output_spec(inputs, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         width = self._check_input_shape(input_shape)

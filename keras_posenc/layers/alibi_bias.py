@@ -87,6 +87,14 @@ class ALiBiBias(RelativeBiasLayer):
         `compute_bias(query_positions, key_positions)` returns the bias alone,
         of shape `(1 or batch_size, num_heads, query_length, key_length)`.
 
+    Input checks: scores that are not 4-D, whose head axis is not
+    `num_heads`, or that are not floats raise when the layer is built or
+    called. `positions` and `key_positions` must be integers whose shapes
+    fit the scores; axes unknown while tracing (e.g. the query and key
+    lengths of a TensorFlow graph traced with `None` lengths) cannot be
+    checked, and a mismatch there fails inside the addition instead. A
+    negative Python `start_index` raises; a tensor's value is not checked.
+
     Example:
 
     >>> import numpy as np

@@ -1,5 +1,6 @@
 import keras
 
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
 
@@ -17,6 +18,9 @@ class FeedForward(keras.layers.Layer):
         kernel_initializer: initializer of both kernels.
         bias_initializer: initializer of both biases.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Input checks: `inputs` must be floats with at least 2 axes and a known
+    last axis.
 
     Example:
 
@@ -61,6 +65,12 @@ class FeedForward(keras.layers.Layer):
         )
 
     def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(
+                "FeedForward expects inputs of shape (..., feature_dim) with at "
+                "least 2 axes and a known feature_dim. "
+                f"Received: inputs.shape={tuple(input_shape)}"
+            )
         self.intermediate_dense = self._dense(
             self.intermediate_dim, self.activation, "intermediate_dense"
         )
@@ -72,6 +82,7 @@ class FeedForward(keras.layers.Layer):
         self.output_dense.build(tuple(input_shape[:-1]) + (self.intermediate_dim,))
 
     def call(self, inputs, training=None):
+        check_float_tensor("FeedForward", "inputs", inputs)
         x = self.intermediate_dense(inputs)
         x = self.dropout_layer(x, training=training)
         return self.output_dense(x)

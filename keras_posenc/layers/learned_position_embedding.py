@@ -26,6 +26,11 @@ def interpolate_position_table(table, max_length):
         A numpy array of shape `(max_length, width)` in the dtype of `table`.
     """
     table = np.asarray(table)
+    if table.ndim != 2:
+        raise ValueError(
+            "`table` must have shape (length, width). "
+            f"Received: table.shape={table.shape}"
+        )
     length = table.shape[0]
     check_positive_int("max_length", max_length)
     if max_length < length:
@@ -84,6 +89,13 @@ class LearnedPositionEmbedding(AbsolutePositionLayer):
         A tensor of shape `(batch_size, sequence_length, width)`: `feature_dim`
         wide for `"add"`, `feature_dim + output_dim` for `"concat"`,
         `output_dim` for `None`. A Keras mask on `inputs` is passed through.
+
+    Input checks: `inputs` of another rank, an unknown feature dimension or
+    a non-float dtype raise when the layer is built or called. `positions`
+    must be integers (a `TypeError` otherwise) of shape `(sequence_length,)`
+    or `(batch_size, sequence_length)`, checked against the static axes only.
+    Values inside tensors (`positions`, a `start_index` tensor) are unknown
+    while tracing: out of the table they give NaN, as above.
 
     Example:
 

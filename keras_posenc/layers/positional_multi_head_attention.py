@@ -4,10 +4,15 @@ import keras
 from keras import ops
 
 from keras_posenc.utils.masks import causal_mask
+from keras_posenc.utils.masks import check_attention_mask
+from keras_posenc.utils.masks import check_padding_mask
 from keras_posenc.utils.masks import clear_keras_masks
 from keras_posenc.utils.masks import merge_attention_masks
+from keras_posenc.utils.positions import check_key_positions_shape
 from keras_posenc.utils.positions import check_positions_shape
+from keras_posenc.utils.positions import check_start_index
 from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
 
@@ -143,6 +148,17 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
     Returns:
         The `(batch, T, output_dim)` output; then the scores if
         `return_attention_scores`; then the updated cache if `cache` was given.
+
+    Input checks, on every call (also on `keras.Input`s): `query`, `value`
+    and `key` must be 3-D floats with one batch size, `key` and `value` of
+    one length; `query_mask` must be `(batch, T)`, `value_mask`/`key_mask`
+    `(batch, S)`, `attention_mask` must broadcast to `(batch, T, S)`;
+    `positions`/`key_positions` must be integers of shape `(T,)`/`(S,)` or
+    with a batch axis; `cache` must be `(batch, 2, max_length, num_heads,
+    key_dim)`; a Python `cache_update_index` must be a non-negative int and
+    a tensor one an integer scalar. Axes unknown while tracing (`None`) and
+    the values inside tensors cannot be checked: a mismatch there fails
+    inside the attention op instead.
 
     Example:
 
@@ -297,10 +313,21 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         training=None,
     ):
         key = value if key is None else key
+        self._check_call_arguments(
+            query,
+            value,
+            key,
+            query_mask,
+            value_mask,
+            key_mask,
+            attention_mask,
+            positions,
+            key_positions,
+            cache,
+            cache_update_index,
+        )
         clear_keras_masks(query, value, key)
         query_length = ops.shape(query)[1]
-        if positions is not None:
-            check_positions_shape(positions, query.shape[1], query.shape[0])
         start = 0 if cache_update_index is None else cache_update_index
         query_positions = position_ids(query_length, start, positions)
 
@@ -378,6 +405,66 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             results += (cache,)
         return results[0] if len(results) == 1 else results
 
+    def _check_call_arguments(
+        self,
+        query,
+        value,
+        key,
+        query_mask,
+        value_mask,
+        key_mask,
+        attention_mask,
+        positions,
+        key_positions,
+        cache,
+        cache_update_index,
+    ):
+        """Static checks of the call arguments; unknown (None) axes pass."""
+        name = self.__class__.__name__
+        for argument, tensor in (("query", query), ("value", value), ("key", key)):
+            check_float_tensor(name, argument, tensor)
+        batch_size, query_length = query.shape[0], query.shape[1]
+        for argument, tensor in (("value", value), ("key", key)):
+            other_batch = tensor.shape[0]
+            if None not in (batch_size, other_batch) and other_batch != batch_size:
+                raise ValueError(
+                    f"`{argument}` must have the batch size of `query` "
+                    f"({batch_size}). Received: {argument}.shape="
+                    f"{tuple(tensor.shape)}, query.shape={tuple(query.shape)}"
+                )
+        key_length, value_length = key.shape[1], value.shape[1]
+        if None not in (key_length, value_length) and key_length != value_length:
+            raise ValueError(
+                "`key` and `value` must have the same length. Received: "
+                f"key.shape={tuple(key.shape)}, value.shape={tuple(value.shape)}"
+            )
+        if cache is not None:
+            expected = (batch_size, 2, None, self.num_heads, self.key_dim)
+            shape = tuple(cache.shape)
+            if len(shape) != 5 or any(
+                None not in (dim, want) and dim != want
+                for dim, want in zip(shape, expected)
+            ):
+                raise ValueError(
+                    "`cache` must have shape (batch_size, 2, max_length, "
+                    f"num_heads={self.num_heads}, key_dim={self.key_dim}). "
+                    f"Received: cache.shape={shape}"
+                )
+            key_length = shape[2]
+        if cache_update_index is not None:
+            check_start_index(cache_update_index, name="cache_update_index")
+        if positions is not None:
+            check_positions_shape(positions, query_length, batch_size)
+        if key_positions is not None:
+            check_key_positions_shape(key_positions, key_length, batch_size)
+        check_padding_mask("query_mask", query_mask, batch_size, query_length)
+        # Padding masks cover `key`; with a cache the keys are the cache slots.
+        check_padding_mask("value_mask", value_mask, batch_size, value_length)
+        check_padding_mask("key_mask", key_mask, batch_size, value_length)
+        check_attention_mask(
+            "attention_mask", attention_mask, batch_size, query_length, key_length
+        )
+
     def _masked_bias(self, bias, mask):
         """Folds the bool mask into the bias: torch's kernel takes only one of them."""
         # Large but finite in float16 too, so a fully masked row stays finite.
@@ -426,6 +513,13 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                 probabilities, query_positions, key_positions
             )
         return output, ops.cast(scores, self.compute_dtype)
+
+    def compute_output_spec(self, query, value, key=None, *args, **kwargs):
+        # Symbolic calls may skip `call`: check the dtypes here too.
+        for argument, tensor in (("query", query), ("value", value), ("key", key)):
+            if tensor is not None:
+                check_float_tensor(self.__class__.__name__, argument, tensor)
+        return super().compute_output_spec(query, value, key, *args, **kwargs)
 
     def compute_output_shape(self, query_shape, value_shape=None, key_shape=None):
         return tuple(query_shape[:-1]) + (self.output_dim or query_shape[-1],)

@@ -3,19 +3,11 @@
 import keras
 from keras import ops
 
+from keras_posenc.utils.positions import check_key_positions_shape
 from keras_posenc.utils.positions import check_positions_shape
 from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_int
-
-
-def _check_key_positions_shape(key_positions, key_length, batch_size):
-    # The shared check names `positions`; say which argument was wrong.
-    try:
-        check_positions_shape(key_positions, key_length, batch_size)
-    except ValueError as error:
-        message = str(error).replace("`positions`", "`key_positions`")
-        message = message.replace("positions.shape", "key_positions.shape")
-        raise ValueError(message.replace("sequence length", "key length")) from None
 
 
 class RelativeBiasLayer(keras.layers.Layer):
@@ -81,11 +73,12 @@ class RelativeBiasLayer(keras.layers.Layer):
 
     def call(self, inputs, start_index=0, positions=None, key_positions=None):
         self._check_input_shape(inputs.shape)
+        check_float_tensor(self.__class__.__name__, "inputs", inputs)
         batch_size, _, query_length, key_length = tuple(inputs.shape)
         if positions is not None:
             check_positions_shape(positions, query_length, batch_size)
         if key_positions is not None:
-            _check_key_positions_shape(key_positions, key_length, batch_size)
+            check_key_positions_shape(key_positions, key_length, batch_size)
         elif positions is not None:
             if (
                 query_length is not None

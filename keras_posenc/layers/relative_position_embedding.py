@@ -1,8 +1,10 @@
 import keras
 from keras import ops
 
+from keras_posenc.utils.positions import check_key_positions_shape
 from keras_posenc.utils.positions import check_positions_shape
 from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_int
 
 
@@ -61,6 +63,12 @@ class RelativePositionEmbedding(keras.layers.Layer):
     Returns:
         The logit term `q_i . E_K[r_ij]` (unscaled), of shape
         `(batch_size, num_heads, q_len, k_len)` in the compute dtype.
+
+    Input checks: `query` and `key` must be 4-D floats with the same batch
+    size, and `query` must keep the `head_dim` the layer was built with.
+    `positions` and `key_positions` must be integers whose shapes fit
+    `query` and `key`; axes unknown while tracing cannot be checked. A
+    negative Python `start_index` raises; a tensor's value is not checked.
 
     Example:
 
@@ -265,12 +273,30 @@ class RelativePositionEmbedding(keras.layers.Layer):
         return ops.cast(sums, weights.dtype)
 
     def call(self, query, key, start_index=0, positions=None, key_positions=None):
+        check_float_tensor("RelativePositionEmbedding", "query", query)
+        check_float_tensor("RelativePositionEmbedding", "key", key)
+        head_dim = self.key_embeddings.shape[-1]
+        if len(query.shape) != 4 or query.shape[-1] != head_dim:
+            raise ValueError(
+                "`query` must have shape (batch_size, q_len, num_heads, head_dim) "
+                f"with the head_dim={head_dim} the layer was built with. "
+                f"Received: query.shape={tuple(query.shape)}"
+            )
+        batch_size = query.shape[0]
+        if len(key.shape) != 4 or (
+            None not in (key.shape[0], batch_size) and key.shape[0] != batch_size
+        ):
+            raise ValueError(
+                "`key` must have shape (batch_size, k_len, num_heads, head_dim) "
+                f"with the batch size of `query`. Received: "
+                f"key.shape={tuple(key.shape)}, query.shape={tuple(query.shape)}"
+            )
         query_length = query.shape[1]
         key_length = key.shape[1]
         if positions is not None:
             check_positions_shape(positions, query_length, query.shape[0])
         if key_positions is not None:
-            _check_key_positions_shape(key_positions, key_length, key.shape[0])
+            check_key_positions_shape(key_positions, key_length, key.shape[0])
         elif positions is not None:
             if (
                 query_length is not None
@@ -305,21 +331,3 @@ class RelativePositionEmbedding(keras.layers.Layer):
             }
         )
         return config
-
-
-def _check_key_positions_shape(key_positions, key_length, batch_size):
-    shape = tuple(key_positions.shape)
-    if (
-        len(shape) not in (1, 2)
-        or (None not in (shape[-1], key_length) and shape[-1] != key_length)
-        or (
-            len(shape) == 2
-            and None not in (shape[0], batch_size)
-            and shape[0] not in (1, batch_size)
-        )
-    ):
-        raise ValueError(
-            "`key_positions` must have shape (k_len,) or (batch_size, k_len) "
-            f"matching `key`. Received: key_positions.shape={shape}, "
-            f"key length {key_length}"
-        )

@@ -9,6 +9,7 @@ from keras_posenc.layers.sinusoidal_position_encoding import (
 )
 from keras_posenc.utils.positions import check_positions_shape
 from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_float
 from keras_posenc.utils.validation import check_positive_int
@@ -159,9 +160,9 @@ class RotaryEmbedding(keras.layers.Layer):
         start_index: int or scalar integer tensor. Position of the first
             element of `inputs`, e.g. the cache index while decoding.
             Defaults to `0`.
-        positions: optional integer tensor of shape `(sequence_length,)` or
-            `(batch_size, sequence_length)`, overriding `start_index` (packed or
-            left-padded sequences).
+        positions: optional integer (or float) tensor of shape
+            `(sequence_length,)` or `(batch_size, sequence_length)`,
+            overriding `start_index` (packed or left-padded sequences).
 
     Returns:
         A tensor of the shape of `inputs`, in the compute dtype.
@@ -171,6 +172,12 @@ class RotaryEmbedding(keras.layers.Layer):
     `(..., sequence_length)`, in the order of `layout` and with YaRN's factor
     applied; `rotate_feature_pairs(inputs, cos, sin, layout)` in this module
     applies them.
+
+    Input checks: a rank below 3, an unknown or odd feature dimension
+    (without an even `rotary_dim`) or a non-float dtype raise when the layer
+    is built or called. `positions` may be fractional (e.g. divided positions
+    for interpolation); its shape is checked against the static axes only. A
+    negative Python `start_index` raises; a tensor's value is not checked.
 
     Example:
 
@@ -315,8 +322,11 @@ class RotaryEmbedding(keras.layers.Layer):
         return cos, sin
 
     def call(self, inputs, start_index=0, positions=None):
+        check_float_tensor(self.__class__.__name__, "inputs", inputs)
         if positions is not None:
-            check_positions_shape(positions, inputs.shape[1], inputs.shape[0])
+            check_positions_shape(
+                positions, inputs.shape[1], inputs.shape[0], integer=False
+            )
         positions = position_ids(
             ops.shape(inputs)[1], start_index, positions, dtype="float32"
         )

@@ -43,15 +43,24 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
         start_index: int or scalar integer tensor. Position of the first
             element of `inputs`, e.g. the cache index while decoding.
             Defaults to `0`.
-        positions: optional integer tensor of shape `(sequence_length,)` or
-            `(batch_size, sequence_length)`, overriding `start_index` (packed or
-            left-padded sequences).
+        positions: optional integer (or float) tensor of shape
+            `(sequence_length,)` or `(batch_size, sequence_length)`,
+            overriding `start_index` (packed or left-padded sequences).
 
     Returns:
         A tensor of shape `(batch_size, sequence_length, width)`, where `width`
         is `feature_dim` for `"add"`, `feature_dim + output_dim` for
         `"concat"`, `output_dim` for `None`. A Keras mask on `inputs` is
         passed through.
+
+    Input checks: `inputs` of another rank, an unknown feature dimension or
+    a non-float dtype raise when the layer is built or called (on a
+    `keras.Input` too). `positions` may be fractional (the encoding is a
+    continuous function of the position); its shape is checked against the
+    static sequence length and batch size only, so an axis unknown while
+    tracing cannot be checked. A negative Python `start_index` raises; the
+    value of a `start_index` tensor is not known while tracing and is not
+    checked.
 
     Example:
 
@@ -69,6 +78,8 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762), section 3.5.
     """
+
+    integer_positions = False
 
     def __init__(self, max_wavelength=10000.0, merge="add", output_dim=None, **kwargs):
         check_positive_float("max_wavelength", max_wavelength)

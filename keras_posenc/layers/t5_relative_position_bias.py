@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_posenc.layers.relative_bias_layer import RelativeBiasLayer
+from keras_posenc.utils.validation import check_integer_tensor
 from keras_posenc.utils.validation import check_positive_int
 
 
@@ -63,6 +64,9 @@ def t5_relative_position_bucket(
         `[0, num_buckets)`.
     """
     _check_bucket_arguments(bidirectional, num_buckets, max_distance)
+    relative_position = ops.convert_to_tensor(relative_position)
+    # A float distance would be truncated silently by the int cast.
+    check_integer_tensor("relative_position", relative_position)
     n = -ops.cast(relative_position, "int32")
     buckets = ops.zeros_like(n)
     if bidirectional:
@@ -137,6 +141,12 @@ class T5RelativePositionBias(RelativeBiasLayer):
         `inputs + bias`, of the shape of `inputs`, in the compute dtype.
         `compute_bias(query_positions, key_positions)` returns the bias alone,
         of shape `(1 or batch_size, num_heads, query_length, key_length)`.
+
+    Input checks: scores that are not 4-D, whose head axis is not
+    `num_heads`, or that are not floats raise when the layer is built or
+    called. `positions` and `key_positions` must be integers whose shapes
+    fit the scores; axes unknown while tracing cannot be checked. A
+    negative Python `start_index` raises; a tensor's value is not checked.
 
     Example:
 

@@ -48,6 +48,11 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         A float tensor of shape `(batch_size, sequence_length, output_dim)`
         with `output_dim = embedding_dim (+ position_dim for "concat")`.
 
+    Input checks: token ids must be integers of rank 2 (a `TypeError` for
+    float ids, a `ValueError` for another rank, also on a `keras.Input`).
+    The position arguments are checked by the position layer (see
+    `SinusoidalPositionEncoding` and `LearnedPositionEmbedding`).
+
     Example:
 
     >>> import numpy as np
@@ -155,12 +160,21 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         if self.position_embedding is not None:
             self.position_embedding.build(input_shape + (self.embedding_dim,))
 
-    def call(self, inputs, start_index=0, positions=None):
-        if "int" not in keras.backend.standardize_dtype(inputs.dtype):
+    def _check_dtype(self, inputs):
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        if "int" not in dtype:
             raise TypeError(
                 "TokenAndPositionEmbedding expects integer token ids. "
-                f"Received: inputs.dtype={inputs.dtype}"
+                f"Received: inputs.dtype={dtype}"
             )
+
+    def compute_output_spec(self, inputs, *args, **kwargs):
+        # Symbolic calls use `compute_output_shape` and skip `call`: check here.
+        self._check_dtype(inputs)
+        return super().compute_output_spec(inputs, *args, **kwargs)
+
+    def call(self, inputs, start_index=0, positions=None):
+        self._check_dtype(inputs)
         embeddings = self.token_embedding(inputs)
         if self.position_embedding is None:
             return embeddings

@@ -7,6 +7,8 @@ from keras_posenc.layers.positional_multi_head_attention import ATTENTION_POSITI
 from keras_posenc.layers.positional_multi_head_attention import (
     PositionalMultiHeadAttention,
 )
+from keras_posenc.utils.masks import check_padding_mask
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_float
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
@@ -66,6 +68,24 @@ class TransformerBlock(keras.layers.Layer):
 
     def _clone(self, initializer):
         return initializer.__class__.from_config(initializer.get_config())
+
+    def check_input_shape(self, name, shape):
+        """Raises unless `shape` is `(batch, seq, hidden_dim)`, hidden_dim known."""
+        shape = tuple(shape)
+        if len(shape) != 3 or shape[-1] is None:
+            raise ValueError(
+                f"{self.__class__.__name__} expects `{name}` of shape (batch_size, "
+                f"sequence_length, hidden_dim) with a known hidden_dim. "
+                f"Received: {name}.shape={shape}"
+            )
+
+    def check_sequence(self, name, value, padding_mask_name, padding_mask):
+        """Call-time checks of a float sequence and its padding mask."""
+        self.check_input_shape(name, value.shape)
+        check_float_tensor(self.__class__.__name__, name, value)
+        check_padding_mask(
+            padding_mask_name, padding_mask, value.shape[0], value.shape[1]
+        )
 
     def check_hidden_dim(self, hidden_dim):
         if hidden_dim is None or hidden_dim % self.num_heads:

@@ -54,6 +54,13 @@ class TransformerDecoder(TransformerBlock):
         The `(batch, T, hidden_dim)` output, and the updated cache when
         `self_attention_cache` is given.
 
+    Input checks: `decoder_sequence` and `encoder_sequence` must be 3-D
+    float tensors with one batch size, the width divisible by `num_heads`
+    (into an even head size for rotary and xPos); the padding masks must be
+    `(batch, T)` and `(batch, S)`. The attention layers check the rest (see
+    `PositionalMultiHeadAttention`). Axes unknown while tracing cannot be
+    checked.
+
     Example:
 
     >>> import numpy as np
@@ -80,6 +87,9 @@ class TransformerDecoder(TransformerBlock):
         return self.position
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        self.check_input_shape("decoder_sequence", decoder_sequence_shape)
+        if encoder_sequence_shape is not None:
+            self.check_input_shape("encoder_sequence", encoder_sequence_shape)
         hidden_dim = decoder_sequence_shape[-1]
         self.self_attention = self.make_attention(
             hidden_dim, self._self_attention_position(), "self_attention"
@@ -119,6 +129,24 @@ class TransformerDecoder(TransformerBlock):
                 f"encoder_sequence={'None' if encoder_sequence is None else 'a tensor'}"
             )
         padding_mask = mask if decoder_padding_mask is None else decoder_padding_mask
+        self.check_sequence(
+            "decoder_sequence", decoder_sequence, "decoder_padding_mask", padding_mask
+        )
+        if encoder_sequence is not None:
+            self.check_sequence(
+                "encoder_sequence",
+                encoder_sequence,
+                "encoder_padding_mask",
+                encoder_padding_mask,
+            )
+            batch_size = decoder_sequence.shape[0]
+            encoder_batch = encoder_sequence.shape[0]
+            if None not in (batch_size, encoder_batch) and batch_size != encoder_batch:
+                raise ValueError(
+                    "`encoder_sequence` must have the batch size of "
+                    f"`decoder_sequence` ({batch_size}). Received: "
+                    f"encoder_sequence.shape={tuple(encoder_sequence.shape)}"
+                )
         cache = self_attention_cache
         x = self.residual(
             decoder_sequence,

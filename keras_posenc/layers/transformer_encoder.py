@@ -42,6 +42,12 @@ class TransformerEncoder(TransformerBlock):
     Returns:
         A `(batch, seq, hidden_dim)` tensor; the padding mask passes through.
 
+    Input checks: `inputs` must be a 3-D float tensor whose width
+    `num_heads` divides (into an even head size for rotary and xPos), and
+    `padding_mask` `(batch, seq)`; the attention layer checks the rest (see
+    `PositionalMultiHeadAttention`). Axes unknown while tracing cannot be
+    checked.
+
     Example:
 
     >>> import numpy as np
@@ -56,6 +62,7 @@ class TransformerEncoder(TransformerBlock):
     """
 
     def build(self, inputs_shape):
+        self.check_input_shape("inputs", inputs_shape)
         hidden_dim = inputs_shape[-1]
         self.self_attention = self.make_attention(
             hidden_dim, self.position, "self_attention"
@@ -78,6 +85,7 @@ class TransformerEncoder(TransformerBlock):
         mask=None,
     ):
         padding_mask = mask if padding_mask is None else padding_mask
+        self.check_sequence("inputs", inputs, "padding_mask", padding_mask)
         x = self.residual(
             inputs,
             self.self_attention_norm,

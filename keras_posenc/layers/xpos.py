@@ -6,6 +6,7 @@ from keras_posenc.layers.rotary_embedding import RotaryEmbedding
 from keras_posenc.layers.rotary_embedding import rotate_feature_pairs
 from keras_posenc.utils.positions import check_positions_shape
 from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_float
 
 
@@ -70,13 +71,20 @@ class XPos(keras.layers.Layer):
         start_index: int or scalar integer tensor. Position of the first
             element of `inputs`, e.g. the cache index while decoding.
             Defaults to `0`.
-        positions: optional integer tensor of shape `(sequence_length,)` or
-            `(batch_size, sequence_length)`, overriding `start_index`.
+        positions: optional integer (or float) tensor of shape
+            `(sequence_length,)` or `(batch_size, sequence_length)`,
+            overriding `start_index`.
         downscale: Python bool. `False` for queries (`zeta ** (+n / B)`),
             `True` for keys (`zeta ** (-n / B)`). Defaults to `False`.
 
     Returns:
         A tensor of the shape of `inputs`, in the compute dtype.
+
+    Input checks: a rank below 3, an unknown or odd feature dimension or a
+    non-float dtype raise when the layer is built or called. `positions` may
+    be fractional; its shape is checked against the static axes only. A
+    negative Python `start_index` raises; a tensor's value is not checked,
+    nor whether a position lies within the limits above.
 
     Example:
 
@@ -125,8 +133,11 @@ class XPos(keras.layers.Layer):
         self.log_scales = xpos_log_scales(input_shape[-1], self.gamma).astype("float32")
 
     def call(self, inputs, start_index=0, positions=None, downscale=False):
+        check_float_tensor("XPos", "inputs", inputs)
         if positions is not None:
-            check_positions_shape(positions, inputs.shape[1], inputs.shape[0])
+            check_positions_shape(
+                positions, inputs.shape[1], inputs.shape[0], integer=False
+            )
         positions = position_ids(
             ops.shape(inputs)[1], start_index, positions, dtype="float32"
         )

@@ -14,6 +14,7 @@ from keras_posenc.models.generation import suppress_padding
 from keras_posenc.models.position_schemes import attention_position
 from keras_posenc.models.position_schemes import embedding_arguments
 from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import check_token_ids
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
@@ -224,6 +225,10 @@ class Seq2SeqTransformer(keras.Model):
         if self.encoder_final_norm is not None:
             x = self.encoder_final_norm(x)
         return x
+
+    def call(self, inputs, training=None, mask=None):
+        check_token_ids(inputs)
+        return super().call(inputs, training=training, mask=mask)
 
     def call_with_cache(
         self,

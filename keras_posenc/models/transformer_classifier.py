@@ -9,6 +9,7 @@ from keras_posenc.models.position_schemes import embedding_arguments
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
+from keras_posenc.utils.validation import check_token_ids
 
 POOLING_TYPES = ("mean", "first")
 
@@ -200,6 +201,10 @@ class TransformerClassifier(keras.Model):
         self.activation = keras.activations.serialize(head_activation)
         self.embedding = embedding
         self.encoder_layers = encoder_layers
+
+    def call(self, inputs, training=None, mask=None):
+        check_token_ids(inputs)
+        return super().call(inputs, training=training, mask=mask)
 
     def get_config(self):
         return {

@@ -13,6 +13,7 @@ from keras_posenc.models.generation import right_padded_ids
 from keras_posenc.models.generation import suppress_padding
 from keras_posenc.models.position_schemes import attention_position
 from keras_posenc.models.position_schemes import embedding_arguments
+from keras_posenc.utils.validation import check_token_ids
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
@@ -164,6 +165,10 @@ class TransformerLM(keras.Model):
         self.dropout = float(dropout)
         self.position = position
         self.normalize_first = normalize_first
+
+    def call(self, inputs, training=None, mask=None):
+        check_token_ids(inputs)
+        return super().call(inputs, training=training, mask=mask)
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
         """Runs `token_ids` at `cache_update_index` with a key/value cache.

@@ -26,6 +26,49 @@ def causal_mask(query_slots, key_length):
     return ops.expand_dims(mask, 0)
 
 
+def _broadcasts(shape, target):
+    """Whether static `shape` broadcasts to `target` (None: unknown, passes)."""
+    if len(shape) > len(target):
+        return False
+    for dim, want in zip(reversed(shape), reversed(target)):
+        if dim is None or want is None or dim == 1 or dim == want:
+            continue
+        return False
+    return True
+
+
+def check_padding_mask(name, mask, batch_size, length):
+    """Raises a `ValueError` unless `mask` is `[B, length]` (batch axis 1 allowed).
+
+    Axes unknown while tracing (`None`) cannot be checked; a mismatch there
+    fails inside the attention op instead.
+    """
+    if mask is None:
+        return
+    shape = tuple(mask.shape)
+    if len(shape) != 2 or not _broadcasts(shape, (batch_size, length)):
+        raise ValueError(
+            f"`{name}` must have shape (batch_size, sequence_length) = "
+            f"{(batch_size, length)}. Received: {name}.shape={shape}"
+        )
+
+
+def check_attention_mask(name, mask, batch_size, query_length, key_length):
+    """Raises a `ValueError` unless `mask` broadcasts to `[B, T, S]`.
+
+    Axes unknown while tracing (`None`) cannot be checked.
+    """
+    if mask is None:
+        return
+    shape = tuple(mask.shape)
+    target = (batch_size, query_length, key_length)
+    if not _broadcasts(shape, target):
+        raise ValueError(
+            f"`{name}` must broadcast to (batch_size, query_length, key_length) "
+            f"= {target}. Received: {name}.shape={shape}"
+        )
+
+
 def merge_attention_masks(
     query_mask=None, key_mask=None, attention_mask=None, causal=None
 ):

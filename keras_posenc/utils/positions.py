@@ -11,26 +11,46 @@ import numbers
 
 from keras import ops
 
+from keras_posenc.utils.validation import check_integer_tensor
 
-def check_start_index(start_index):
-    """Raises for a negative or non-integer Python `start_index`.
 
-    Tensors cannot be checked here (their value is unknown while tracing).
+def check_start_index(start_index, name="start_index"):
+    """Raises for a `start_index` that is not a non-negative integer.
+
+    A Python int is checked for its value. A tensor (or numpy scalar, which
+    Keras turns into a tensor) is checked for its dtype and for holding one
+    value; its value itself is unknown while tracing and is not checked.
     """
-    if isinstance(start_index, bool) or isinstance(start_index, float):
+    if hasattr(start_index, "dtype") and hasattr(start_index, "shape"):
+        check_integer_tensor(name, start_index)
+        shape = tuple(start_index.shape)
+        if any(isinstance(dim, int) and dim != 1 for dim in shape) or len(shape) > 1:
+            raise ValueError(
+                f"`{name}` must be a scalar. Received: {name}.shape={shape}"
+            )
+        return
+    if isinstance(start_index, bool) or not isinstance(start_index, numbers.Integral):
         raise ValueError(
-            "`start_index` must be a non-negative integer or an integer tensor. "
-            f"Received: start_index={start_index!r}"
+            f"`{name}` must be a non-negative integer or an integer tensor. "
+            f"Received: {name}={start_index!r}"
         )
-    if isinstance(start_index, numbers.Integral) and start_index < 0:
+    if start_index < 0:
         raise ValueError(
-            "`start_index` must be a non-negative integer. "
-            f"Received: start_index={start_index}"
+            f"`{name}` must be a non-negative integer. Received: {name}={start_index}"
         )
 
 
-def check_positions_shape(positions, sequence_length, batch_size=None):
-    """Raises if `positions` is not `(seq,)` or `(batch, seq)` for these inputs."""
+def check_positions_shape(positions, sequence_length, batch_size=None, integer=True):
+    """Raises if `positions` is not `(seq,)` or `(batch, seq)` for these inputs.
+
+    With `integer=True` (layers that look positions up or bucket them) a float
+    `positions` raises a `TypeError`; layers whose encoding is a continuous
+    function of the position (sinusoidal, rotary, xPos) pass `integer=False`
+    and accept fractional positions. Only the static parts of the shapes are
+    compared: an axis that is unknown while tracing (`None`) cannot be checked.
+    """
+    if integer:
+        check_integer_tensor("positions", positions)
     shape = tuple(positions.shape)
     if len(shape) not in (1, 2):
         raise ValueError(
@@ -56,6 +76,16 @@ def check_positions_shape(positions, sequence_length, batch_size=None):
             f"The first axis of `positions` must be 1 or the batch size {batch_size}. "
             f"Received: positions.shape={shape}"
         )
+
+
+def check_key_positions_shape(key_positions, key_length, batch_size=None):
+    """`check_positions_shape` for `key_positions`, naming that argument."""
+    try:
+        check_positions_shape(key_positions, key_length, batch_size)
+    except (ValueError, TypeError) as error:
+        message = str(error).replace("`positions`", "`key_positions`")
+        message = message.replace("positions.", "key_positions.")
+        raise type(error)(message.replace("sequence length", "key length")) from None
 
 
 def position_ids(sequence_length, start_index=0, positions=None, dtype="int32"):

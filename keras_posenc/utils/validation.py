@@ -58,3 +58,47 @@ def check_one_of(name, value, allowed):
             f"`{name}` must be one of {list(allowed)}. Received: {name}={value!r}"
         )
     return value
+
+
+def _dtype_name(value):
+    import keras
+
+    return keras.backend.standardize_dtype(value.dtype)
+
+
+def check_float_tensor(layer_name, name, value):
+    """Raises a `TypeError` unless `value` has a floating-point dtype.
+
+    Integer embeddings would be added to an encoding cast to integers, or go
+    through attention as if they were features: a silently wrong answer.
+    """
+    dtype = _dtype_name(value)
+    if "float" not in dtype:
+        raise TypeError(
+            f"{layer_name} expects a floating-point `{name}` (embeddings or "
+            f"attention scores, e.g. float32). Received: {name}.dtype={dtype}"
+        )
+
+
+def check_integer_tensor(name, value):
+    """Raises a `TypeError` unless `value` has an integer dtype (ids, positions)."""
+    dtype = _dtype_name(value)
+    if "int" not in dtype:
+        raise TypeError(
+            f"`{name}` must be an integer tensor (e.g. int32). "
+            f"Received: {name}.dtype={dtype}"
+        )
+
+
+def check_token_ids(inputs):
+    """Raises a `TypeError` unless every token-id input is an integer tensor.
+
+    A functional model casts its inputs to the `keras.Input` dtype, so float
+    ids would silently become other tokens (1.7 -> 1) without this check.
+
+    Args:
+        inputs: a tensor (named `token_ids`) or a dict of tensors by input name.
+    """
+    items = inputs.items() if isinstance(inputs, dict) else [("token_ids", inputs)]
+    for name, value in items:
+        check_integer_tensor(name, value)
