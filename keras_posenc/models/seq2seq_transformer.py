@@ -6,11 +6,11 @@ from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmb
 from keras_posenc.layers.transformer_decoder import TransformerDecoder
 from keras_posenc.layers.transformer_encoder import TransformerEncoder
 from keras_posenc.models.generation import check_generate_arguments
-from keras_posenc.models.generation import check_transformer_arguments
 from keras_posenc.models.generation import clear_after_stop
 from keras_posenc.models.generation import get_sampler
 from keras_posenc.models.generation import right_padded_ids
 from keras_posenc.models.generation import suppress_padding
+from keras_posenc.models.model_arguments import check_transformer_arguments
 from keras_posenc.models.position_schemes import attention_position
 from keras_posenc.models.position_schemes import embedding_arguments
 from keras_posenc.utils.validation import check_positive_int

@@ -3,12 +3,11 @@ from keras import ops
 
 from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from keras_posenc.layers.transformer_encoder import TransformerEncoder
+from keras_posenc.models.model_arguments import check_transformer_arguments
 from keras_posenc.models.position_schemes import attention_position
-from keras_posenc.models.position_schemes import check_model_position
 from keras_posenc.models.position_schemes import embedding_arguments
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
-from keras_posenc.utils.validation import check_rate
 from keras_posenc.utils.validation import check_token_ids
 
 POOLING_TYPES = ("mean", "first")
@@ -104,31 +103,19 @@ class TransformerClassifier(keras.Model):
         activation="softmax",
         **kwargs,
     ):
-        check_positive_int("vocabulary_size", vocabulary_size)
+        check_transformer_arguments(
+            vocabulary_size,
+            max_length,
+            hidden_dim,
+            num_layers,
+            num_heads,
+            intermediate_dim,
+            dropout,
+            position,
+            normalize_first,
+        )
         check_positive_int("num_classes", num_classes)
-        check_positive_int("max_length", max_length)
-        check_positive_int("hidden_dim", hidden_dim)
-        check_positive_int("num_layers", num_layers)
-        check_positive_int("num_heads", num_heads)
-        check_positive_int("intermediate_dim", intermediate_dim)
-        check_rate("dropout", dropout)
-        check_model_position(position)
         check_one_of("pooling", pooling, POOLING_TYPES)
-        if not isinstance(normalize_first, bool):
-            raise ValueError(
-                "`normalize_first` must be a bool. "
-                f"Received: normalize_first={normalize_first!r}"
-            )
-        if hidden_dim % num_heads:
-            raise ValueError(
-                "`hidden_dim` must be divisible by `num_heads`. Received: "
-                f"hidden_dim={hidden_dim}, num_heads={num_heads}"
-            )
-        if position in ("rotary", "xpos") and (hidden_dim // num_heads) % 2:
-            raise ValueError(
-                f"`hidden_dim // num_heads` must be even for position={position!r}."
-                f" Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
-            )
         try:
             head_activation = keras.activations.get(activation)
         except (ValueError, TypeError) as error:

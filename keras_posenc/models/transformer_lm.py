@@ -5,12 +5,12 @@ from keras import ops
 from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from keras_posenc.layers.transformer_decoder import TransformerDecoder
 from keras_posenc.models.generation import check_generate_arguments
-from keras_posenc.models.generation import check_transformer_arguments
 from keras_posenc.models.generation import clear_after_stop
 from keras_posenc.models.generation import get_sampler
 from keras_posenc.models.generation import pad_to
 from keras_posenc.models.generation import right_padded_ids
 from keras_posenc.models.generation import suppress_padding
+from keras_posenc.models.model_arguments import check_transformer_arguments
 from keras_posenc.models.position_schemes import attention_position
 from keras_posenc.models.position_schemes import embedding_arguments
 from keras_posenc.utils.validation import check_token_ids
