@@ -101,4 +101,28 @@ def check_token_ids(inputs):
     """
     items = inputs.items() if isinstance(inputs, dict) else [("token_ids", inputs)]
     for name, value in items:
+        if _is_float64_distributed_build(value):
+            continue
         check_integer_tensor(name, value)
+
+
+def _is_float64_distributed_build(value):
+    """True while Keras' TF trainer builds a model under a `tf.distribute` strategy.
+
+    That build (`_maybe_symbolic_build`) traces the model on the replicas'
+    batches averaged with `strategy.reduce("MEAN")`, which turns int32 ids into
+    float64 placeholders. Only shapes matter there; the functional model casts
+    them back to its int32 input, and the real steps, which run in a replica
+    context, are traced with the actual ids and checked.
+    """
+    import keras
+
+    if keras.config.backend() != "tensorflow" or _dtype_name(value) != "float64":
+        return False
+    import tensorflow as tf
+
+    return (
+        tf.distribute.has_strategy()
+        and tf.distribute.in_cross_replica_context()
+        and not tf.executing_eagerly()
+    )

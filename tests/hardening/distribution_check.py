@@ -123,6 +123,14 @@ def run_tensorflow():
         mirrored = make_model()
     results["devices"] = strategy.num_replicas_in_sync
     results["mirrored"] = loss_curve(mirrored, weights)
+    # Keras builds the model from float64-averaged ids under a strategy (see
+    # keras_posenc.utils.validation); real float ids must still be refused.
+    token_ids, labels = data()
+    try:
+        mirrored.fit(token_ids.astype("float32"), labels, verbose=0)
+        results["float_ids_error"] = None
+    except TypeError as error:
+        results["float_ids_error"] = str(error)
     return results
 
 

@@ -85,3 +85,4 @@ def test_tensorflow_mirrored_strategy_matches_one_device():
     single = results["single"]
     assert single[-1] < single[0], single
     assert_same_curve(results["mirrored"], single)
+    assert "`token_ids` must be an integer tensor" in results["float_ids_error"]
