@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the keras-posenc wheel into a fresh virtual environment with ONE
 # backend (JAX by default) and runs smoke.py there: import, a layer call,
-# .keras save/load. Not run by `make test`: it downloads the backend from the
-# package registry, which takes minutes on a cold pip cache.
+# .keras save/load. `make test` runs the JAX case (tests/wheel/test_wheel.py);
+# this script runs any backend by hand (minutes on a cold pip cache).
 #
 # Usage: tests/wheel/smoke_install.sh [BACKEND_REQUIREMENT] [KERAS_BACKEND]
 #   tests/wheel/smoke_install.sh                      # "jax[cpu]", jax

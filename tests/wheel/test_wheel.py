@@ -2,8 +2,9 @@
 
 Builds from a copy of the checkout's files (tracked and untracked, not the
 ignored ones), so the checkout gets no `build/` or `*.egg-info` of its own.
-Installing the wheel into a fresh environment downloads a backend, so that
-part is `tests/wheel/smoke_install.sh`, run by hand.
+The wheel is then installed into a fresh virtual environment with one backend
+(JAX) and `smoke.py` runs there; `tests/wheel/smoke_install.sh` does the same
+by hand for any backend.
 """
 
 import email
@@ -118,3 +119,33 @@ def test_sdist_holds_sources_not_notebooks_or_builds(distributions):
         or name.endswith((".ipynb", ".keras", ".pyc"))
     ]
     assert not unexpected, unexpected
+
+
+def test_wheel_installs_and_runs_with_one_backend(distributions, tmp_path):
+    """A fresh venv with the wheel and `jax[cpu]` only: import, call, save/load."""
+    wheel, _ = distributions
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "--quiet", str(wheel), "jax[cpu]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    freeze = subprocess.run(
+        [python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True
+    ).stdout.lower()
+    for other_backend in ("tensorflow", "torch"):
+        assert f"{other_backend}==" not in freeze, freeze
+    smoke = subprocess.run(
+        [python, os.path.join(ROOT, "tests", "wheel", "smoke.py")],
+        cwd=tmp_path,
+        env={**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert smoke.returncode == 0, smoke.stdout[-3000:] + smoke.stderr[-3000:]
+    assert "save/load OK" in smoke.stdout, smoke.stdout
