@@ -19,6 +19,30 @@ OPTIONS_FILENAME = "options.json"
 LABELS_FILENAME = "labels.txt"
 
 
+def _checked_text(text):
+    """`text`, checked at run time to be a 1-D batch (the signature's shape).
+
+    A loaded signature checks the dtype of its input but not its shape, so a
+    scalar or a 2-D string tensor would otherwise run through the graph. The
+    static shape is `(None,)`, so TensorFlow folds any check of `tf.rank(text)`
+    to true; the shape goes through serialize/parse, whose output shape is
+    unknown until run time, and `ensure_shape` backs the check up.
+    """
+    import tensorflow as tf
+
+    shape = tf.io.parse_tensor(tf.io.serialize_tensor(tf.shape(text)), tf.int32)
+    check = tf.debugging.Assert(
+        tf.equal(tf.size(shape), 1),
+        [
+            f"`{INPUT_NAME}` must be a string tensor of shape (None,), a 1-D batch "
+            "of strings. Received a string tensor of shape",
+            shape,
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.ensure_shape(text, [None], name=f"{INPUT_NAME}_must_have_shape_None")
+
+
 def _tokenize(tokenizer, text):
     """Ragged ids of a `tf.string (batch,)`, as keras-hub's Python path gives."""
     import tensorflow as tf
@@ -132,9 +156,14 @@ def write_serving_model(model, tokenizer, path, options):
     ragged_tokenizer = unpadded_tokenizer(tokenizer)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    serve_batch = _serving_function(model, ragged_tokenizer, options)
+
+    def serve(text):
+        return serve_batch(_checked_text(text))
+
     archive.add_endpoint(
         "serving_default",
-        _serving_function(model, ragged_tokenizer, options),
+        serve,
         input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)],
     )
     archive.write_out(path, verbose=False)
