@@ -17,7 +17,7 @@ export KERAS_POSENC_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: install demo test test-backend test-notebooks test-notebooks-all lint clean
+.PHONY: install demo test test-backend test-notebooks test-notebooks-all bench bench-full lint clean
 
 install: $(STAMP)
 
@@ -63,6 +63,16 @@ test-notebooks-all: $(STAMP)
 	  KERAS_BACKEND=$$backend $(NBVAL) $(NOTEBOOKS) || status=1; \
 	done; \
 	exit $$status
+
+# Speed and memory of every scheme on the three backends, plus the length-generalization
+# study, at small sizes (a few minutes): results under benchmarks/results/quick/.
+bench: $(STAMP)
+	$(PY) -m benchmarks --quick
+
+# The full run whose results are committed under benchmarks/results/ (about 45 minutes on
+# 2 cores: run it on an otherwise idle machine).
+bench-full: $(STAMP)
+	$(PY) -m benchmarks
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check keras_posenc tests examples benchmarks

@@ -163,8 +163,8 @@ def export_for_serving(
             the reply always has `max_length - max_prompt_length` ids of room.
             At least 3, below `max_length`. Defaults to `max_length // 2`.
         sampler: generators only: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"`
-            or a `keras_hub.samplers.Sampler` instance. Defaults to
-            `"greedy"`.
+            or a `keras_hub.samplers.Sampler` instance; names take keras-hub's
+            defaults (`top_p` is p=0.1). Defaults to `"greedy"`.
 
     Returns:
         The path of the SavedModel, as a str.

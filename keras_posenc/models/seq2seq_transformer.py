@@ -294,7 +294,10 @@ class Seq2SeqTransformer(keras.Model):
             max_length: int. Length of the output, start token included; at
                 most the model's `max_length`, its default.
             sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Defaults to `"greedy"`.
+                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
+                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
+                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
+                Defaults to `"greedy"`.
             start_token_id: int. First decoder token. Defaults to `1`.
             stop_token_id: int or None. Generation stops once every sequence
                 has produced it; later ids are set to 0.
@@ -365,7 +368,10 @@ class Seq2SeqTransformer(keras.Model):
             max_length: int. Length of the output, start token included; at
                 most the model's `max_length`.
             sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Defaults to `"greedy"`.
+                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
+                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
+                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
+                Defaults to `"greedy"`.
             start_token_id: int. First decoder token. Defaults to `1`.
             stop_token_id: int or None. Generation stops once every sequence
                 has produced it; later ids are set to 0.

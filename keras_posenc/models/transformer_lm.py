@@ -232,7 +232,10 @@ class TransformerLM(keras.Model):
             max_length: int. Length of the output, prompt included; at most
                 the model's `max_length`, its default.
             sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Defaults to `"greedy"`.
+                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
+                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
+                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
+                Defaults to `"greedy"`.
             stop_token_id: int or None. Generation stops once every sequence
                 has produced it; later ids are set to 0.
             use_cache: bool. Decode with the key/value cache (one token per
@@ -281,7 +284,10 @@ class TransformerLM(keras.Model):
                 one id, right-padded with 0 up to the output length (at most
                 the model's `max_length`).
             sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Defaults to `"greedy"`.
+                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
+                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
+                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
+                Defaults to `"greedy"`.
             stop_token_id: int or None. Generation stops once every sequence
                 has produced it; later ids are set to 0.
             use_cache: bool. Decode with the key/value cache if True.

@@ -1,0 +1,63 @@
+"""Smoke test of `benchmarks.speed` and its report in quick mode (no timing asserts).
+
+Runs every part on the current backend at the smallest sizes, then renders the
+markdown table and the plot from the rows, so that `make bench` cannot break
+unnoticed. Speed goals live in `benchmarks/`, never here.
+"""
+
+import math
+
+import keras
+import pytest
+
+from benchmarks import report
+from benchmarks import speed
+
+pytestmark = pytest.mark.slow
+
+
+def assert_positive_numbers(row):
+    for key, value in row.items():
+        if isinstance(value, float) and key != "dropout":
+            assert math.isfinite(value) and value > 0, (key, row)
+
+
+def test_every_part_runs_and_renders(tmp_path):
+    results = speed.run(list(speed.PARTS), quick=True)
+    backend = keras.config.backend()
+    sizes = speed.settings(quick=True)
+
+    absolute = results["absolute"]["rows"]
+    assert {row["encoding"] for row in absolute} == {
+        f"{kind} {merge}"
+        for kind in ("sinusoidal", "learned")
+        for merge in ("add", "concat")
+    }
+    attention = results["attention"]["rows"]
+    assert {row["scheme"] for row in attention} == set(speed.ATTENTION_SCHEMES)
+    assert all(("memory_ratio" in row) == (backend == "jax") for row in attention)
+    shaw = results["shaw_memory"]["rows"]
+    if backend == "jax":
+        assert [row["length"] for row in shaw] == sizes["shaw_memory"]["lengths"]
+        # The (L, L, d) tensors of the naive form outgrow ours.
+        assert all(row["naive_mib"] > row["ours_mib"] for row in shaw)
+    else:
+        assert shaw == []
+    assert [row["dropout"] for row in results["encoder_block"]["rows"]] == [0.0, 0.1]
+    (generation,) = results["generation"]["rows"]
+    assert generation["same_tokens"], "cached and uncached greedy tokens differ"
+    for part in results.values():
+        for row in part["rows"]:
+            assert_positive_numbers(row)
+
+    run = {
+        "machine": report.machine(),
+        "date": report.today(),
+        "quick": True,
+        "backends": {backend: {"versions": speed.backend_versions(), "parts": results}},
+    }
+    table = report.markdown(run)
+    for heading in ("Absolute encodings", "Attention with each", "Encoder block"):
+        assert heading in table
+    assert report.plot(run, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
