@@ -499,11 +499,12 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             logits = logits + ops.cast(bias, "float32")
         if mask is not None:
             logits = ops.where(ops.expand_dims(mask, 1), logits, -1e9)
-        # Not `ops.softmax`: it warns on a key axis of size 1, which a
-        # one-token sequence legitimately has.
-        logits = logits - ops.max(logits, axis=-1, keepdims=True)
-        exponentials = ops.exp(logits)
-        scores = exponentials / ops.sum(exponentials, axis=-1, keepdims=True)
+        if logits.shape[-1] == 1:
+            # `ops.softmax` warns on a key axis of size 1, which a one-token
+            # sequence legitimately has: every weight is 1.
+            scores = ops.ones_like(logits)
+        else:
+            scores = ops.softmax(logits, axis=-1)
         probabilities = self.dropout_layer(
             ops.cast(scores, self.compute_dtype), training=training
         )
