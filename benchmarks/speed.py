@@ -108,7 +108,7 @@ def absolute(config, warmup, repeats):
                 layer.build((batch, length, width))
                 function, values = stateless(layer, layer)
                 candidates[f"{kind} {merge}"] = (timing.jit(function), (x, *values))
-        times = timing.median_times(candidates, warmup, repeats)
+        times = timing.median_times(candidates, warmup, repeats, inner=5)
         for name, seconds in times.items():
             if name.startswith("bare"):
                 continue

@@ -7,6 +7,7 @@ to every argument, and `median_times()` runs candidates in turn (interleaved,
 so that a slow spell of the machine hits all of them) after warm-up.
 """
 
+import random
 import statistics
 import time
 
@@ -72,21 +73,31 @@ def wait(outputs):
     return outputs
 
 
-def median_times(candidates, warmup=2, repeats=7):
+def median_times(candidates, warmup=2, repeats=7, inner=1):
     """Median seconds per call of each `name: (function, args)`.
 
     Each candidate is called `warmup` times (compiling it), then the
-    candidates run one after another `repeats` times.
+    candidates run one after another, in a new shuffled order each time,
+    `repeats` times, each `inner` calls in a row (their mean is one sample:
+    for calls of a few milliseconds, where one page fault or cache refill
+    would otherwise decide the sample).
     """
     for function, args in candidates.values():
         for _ in range(warmup):
             wait(function(*args))
     times = {name: [] for name in candidates}
+    # A new order every round: a candidate's cost must not depend on which
+    # one ran before it (freed buffers, caches).
+    order = random.Random(0)
     for _ in range(repeats):
-        for name, (function, args) in candidates.items():
+        names = list(candidates)
+        order.shuffle(names)
+        for name in names:
+            function, args = candidates[name]
             start = time.perf_counter()
-            wait(function(*args))
-            times[name].append(time.perf_counter() - start)
+            for _ in range(inner):
+                wait(function(*args))
+            times[name].append((time.perf_counter() - start) / inner)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

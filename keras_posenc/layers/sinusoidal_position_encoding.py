@@ -1,8 +1,11 @@
+import numbers
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_posenc.layers.absolute_position_layer import AbsolutePositionLayer
+from keras_posenc.utils.positions import check_start_index
 from keras_posenc.utils.positions import position_ids
 from keras_posenc.utils.validation import check_positive_float
 
@@ -93,6 +96,16 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
         ).astype("float32")
 
     def encode(self, sequence_length, start_index, positions):
+        if (
+            positions is None
+            and isinstance(sequence_length, numbers.Integral)
+            and isinstance(start_index, numbers.Integral)
+        ):
+            # A static range: a constant, so that no backend recomputes the
+            # sines at every call (XLA on CPU does not fold them away).
+            check_start_index(start_index)
+            encoding = self.constant_encoding(start_index, sequence_length)
+            return ops.convert_to_tensor(encoding, dtype=self.compute_dtype)
         positions = position_ids(
             sequence_length, start_index, positions, dtype="float32"
         )
@@ -108,6 +121,20 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
         if self.encoding_dim % 2:
             encoding = encoding[..., : self.encoding_dim]
         return ops.cast(encoding, self.compute_dtype)
+
+    def constant_encoding(self, start_index, sequence_length):
+        """Numpy `(sequence_length, encoding_dim)` encoding of a static range.
+
+        The same float32 arithmetic as the traced path: angles in float32,
+        interleaved sine and cosine.
+        """
+        positions = np.arange(
+            start_index, start_index + sequence_length, dtype="float32"
+        )
+        angles = positions[:, None] * self.inverse_frequencies[None, :]
+        encoding = np.stack([np.sin(angles), np.cos(angles)], axis=-1)
+        encoding = encoding.reshape(sequence_length, 2 * angles.shape[-1])
+        return encoding[:, : self.encoding_dim]
 
     def get_config(self):
         config = super().get_config()
