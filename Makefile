@@ -69,7 +69,7 @@ test-notebooks-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks --quick
 
-# The full run whose results are committed under benchmarks/results/ (about 45 minutes on
+# The full run whose results are committed under benchmarks/results/ (about 35 minutes on
 # 2 cores: run it on an otherwise idle machine).
 bench-full: $(STAMP)
 	$(PY) -m benchmarks
