@@ -16,6 +16,10 @@ def sinusoidal_inverse_frequencies(width, max_wavelength):
     return np.power(float(max_wavelength), -exponents)
 
 
+# Positions kept in the numpy table of a static range (4 MiB at width 256).
+CACHED_POSITIONS = 4096
+
+
 @keras.saving.register_keras_serializable(package="keras_posenc")
 class SinusoidalPositionEncoding(AbsolutePositionLayer):
     """Fixed sine/cosine position encoding (Vaswani et al., 2017).
@@ -94,6 +98,7 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
         self.inverse_frequencies = sinusoidal_inverse_frequencies(
             self.encoding_dim, self.max_wavelength
         ).astype("float32")
+        self._constant_table = None
 
     def encode(self, sequence_length, start_index, positions):
         if (
@@ -125,15 +130,27 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
     def constant_encoding(self, start_index, sequence_length):
         """Numpy `(sequence_length, encoding_dim)` encoding of a static range.
 
-        The same float32 arithmetic as the traced path: angles in float32,
-        interleaved sine and cosine.
+        The same float32 arithmetic as the traced path (angles in float32,
+        interleaved sine and cosine). Rows up to `CACHED_POSITIONS` are kept
+        in a table that grows by doubling, so eager calls (PyTorch, cached
+        decoding one position at a time) do not recompute them.
         """
-        positions = np.arange(
-            start_index, start_index + sequence_length, dtype="float32"
-        )
+        end = start_index + sequence_length
+        if end > CACHED_POSITIONS:
+            return self._sinusoids(start_index, end)
+        table = self._constant_table
+        if table is None or len(table) < end:
+            size = min(
+                max(end, 2 * (0 if table is None else len(table))), CACHED_POSITIONS
+            )
+            table = self._constant_table = self._sinusoids(0, size)
+        return table[start_index:end]
+
+    def _sinusoids(self, start, end):
+        positions = np.arange(start, end, dtype="float32")
         angles = positions[:, None] * self.inverse_frequencies[None, :]
         encoding = np.stack([np.sin(angles), np.cos(angles)], axis=-1)
-        encoding = encoding.reshape(sequence_length, 2 * angles.shape[-1])
+        encoding = encoding.reshape(end - start, 2 * angles.shape[-1])
         return encoding[:, : self.encoding_dim]
 
     def get_config(self):
