@@ -85,18 +85,20 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
 if __name__ == "__main__":
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Run as a file: the repository root holds the `benchmarks` package.
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
+from benchmarks import report  # noqa: E402
 from keras_posenc.layers import RotaryEmbedding  # noqa: E402
 from keras_posenc.layers import TokenAndPositionEmbedding  # noqa: E402
 from keras_posenc.layers import TransformerDecoder  # noqa: E402
@@ -337,19 +339,9 @@ def summarize(accuracies):
 
 
 def machine_description():
-    cpu_model = platform.processor() or "unknown"
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """`benchmarks.report.machine()` plus the backend, Keras version and time."""
     return {
-        "cpu_model": cpu_model,
-        "cpu_cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
+        **report.machine(),
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -455,7 +447,7 @@ def markdown_table(report):
         f"sequences per bucket. {settings['steps']} training steps of "
         f"{settings['batch_size']} sequences per model. Keras "
         f"{machine['keras_version']}, {machine['backend']} backend, "
-        f"{machine['cpu_cores']} cores of {machine['cpu_model']}; "
+        f"{machine['cores']} cores of {machine['cpu']}; "
         f"{report['wall_seconds']:.0f} s in all."
     )
     if report["quick"]:
