@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
 BACKEND ?= tensorflow
+# Test files are spread over this many pytest-xdist worker processes (one file stays in one
+# worker, so its module-scoped fixtures are built once): make test TEST_WORKERS=4.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -p no:randomly -n $(TEST_WORKERS) --dist loadfile
 # Every tutorial; run a subset with NOTEBOOKS="notebooks/00_position_encodings_tour.ipynb".
 NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
 # nbval in the notebooks' fast settings (KERAS_POSENC_FAST=1: less data, fewer epochs).
@@ -36,7 +40,7 @@ test: $(STAMP)
 	@status=0; \
 	for backend in $(BACKENDS); do \
 	  echo "=== pytest on KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:randomly tests || status=1; \
+	  KERAS_BACKEND=$$backend $(PYTEST) tests || status=1; \
 	done; \
 	echo "=== notebooks under nbval, fast settings (KERAS_BACKEND=tensorflow)"; \
 	KERAS_BACKEND=tensorflow $(NBVAL) $(NOTEBOOKS) || status=1; \
@@ -47,7 +51,7 @@ test: $(STAMP)
 
 # One backend only: make test-backend BACKEND=jax
 test-backend: $(STAMP)
-	KERAS_BACKEND=$(BACKEND) $(PY) -m pytest -q tests
+	KERAS_BACKEND=$(BACKEND) $(PYTEST) tests
 
 # The tutorials in notebooks/ under nbval, fast settings, one backend:
 # make test-notebooks BACKEND=jax

@@ -6,6 +6,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.hardening import counts  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
@@ -20,3 +22,31 @@ def _fresh_keras_state():
 
 def pytest_report_header(config):
     return f"keras backend: {keras.backend.backend()} (keras {keras.__version__})"
+
+
+# The hardening counts (bad inputs tried, property examples run, ...) travel in
+# the test reports' `user_properties`, so that the summary also has them when
+# pytest-xdist runs the tests in worker processes. These hooks live here, not in
+# tests/hardening/, because the xdist controller loads only this conftest.
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when == "teardown":
+        # Module-scoped fixtures record during the setup of their first test:
+        # everything recorded up to this teardown belongs to this test's report.
+        report.user_properties.extend(counts.take_pending())
+    return report
+
+
+def pytest_runtest_logreport(report):
+    counts.add_report(report.user_properties)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not counts.TOTALS:
+        return
+    terminalreporter.section("hardening counts")
+    for name, number in sorted(counts.TOTALS.items()):
+        terminalreporter.write_line(f"{name}: {number}")
