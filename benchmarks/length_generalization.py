@@ -98,7 +98,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from benchmarks import report  # noqa: E402
+from benchmarks.report import machine as machine_facts  # noqa: E402
 from keras_posenc.layers import RotaryEmbedding  # noqa: E402
 from keras_posenc.layers import TokenAndPositionEmbedding  # noqa: E402
 from keras_posenc.layers import TransformerDecoder  # noqa: E402
@@ -341,7 +341,7 @@ def summarize(accuracies):
 def machine_description():
     """`benchmarks.report.machine()` plus the backend, Keras version and time."""
     return {
-        **report.machine(),
+        **machine_facts(),
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
