@@ -14,16 +14,23 @@ MERGE_MODES = ("add", "concat", None)
 class AbsolutePositionLayer(keras.layers.Layer):
     """Shared logic of layers that attach one vector per position to `inputs`.
 
+    `inputs` have shape `(batch, ..., seq, feature_dim)`: rank 3 or more, the
+    batch on axis 0 and the sequence on axis -2 (as in
+    `keras_hub.layers.SinePositionEncoding` and `PositionEmbedding`). The
+    middle axes, if any (heads, patches, ...), all get the same encoding.
+
     Subclasses implement `encode(sequence_length, start_index, positions)`,
-    returning the encoding in the compute dtype with shape `(seq, width)` or
-    `(batch, seq, width)`, where `width` is `self.encoding_dim` (set in
-    `build`).
+    returning the encoding in the compute dtype with shape `(seq, width)` or,
+    for `positions` of shape `(batch, seq)`, `(batch, seq, width)`, where
+    `width` is `self.encoding_dim` (set in `build`). `call` broadcasts it
+    over the middle axes, keeping its batch on axis 0.
 
     Args:
         merge: `"add"`, `"concat"` or `None`. How the encoding meets `inputs`:
             `"add"` returns `inputs + encoding`, `"concat"` concatenates the
             encoding to `inputs` on the last axis, `None` returns the encoding
-            alone, broadcast to the batch. Defaults to `"add"`.
+            alone, broadcast to `inputs.shape[:-1] + (width,)`. Defaults to
+            `"add"`.
         output_dim: int or None. Width of the encoding for `"concat"` and
             `None`; defaults to the width of `inputs`. With `"add"` it must be
             None or equal to the width of `inputs`.
@@ -44,11 +51,12 @@ class AbsolutePositionLayer(keras.layers.Layer):
 
     def _check_input_shape(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) != 3:
+        if len(input_shape) < 3:
             raise ValueError(
-                f"{self.__class__.__name__} expects inputs of shape "
-                "(batch_size, sequence_length, feature_dim). "
-                f"Received: inputs.shape={input_shape}"
+                f"{self.__class__.__name__} expects inputs of rank 3 or more: "
+                "shape (batch_size, sequence_length, feature_dim), or "
+                "(batch_size, ..., sequence_length, feature_dim) with the "
+                f"sequence on axis -2. Received: inputs.shape={input_shape}"
             )
         feature_dim = input_shape[-1]
         if feature_dim is None:
@@ -75,21 +83,26 @@ class AbsolutePositionLayer(keras.layers.Layer):
 
     def call(self, inputs, start_index=0, positions=None):
         check_float_tensor(self.__class__.__name__, "inputs", inputs)
+        # `_check_input_shape` ran in `build`: the rank is at least 3.
+        rank = len(inputs.shape)
         if positions is not None:
             check_positions_shape(
                 positions,
-                inputs.shape[1],
+                inputs.shape[-2],
                 inputs.shape[0],
                 integer=self.integer_positions,
             )
         shape = ops.shape(inputs)
-        batch_size, sequence_length = shape[0], shape[1]
-        encoding = self.encode(sequence_length, start_index, positions)
+        encoding = self.encode(shape[-2], start_index, positions)
+        if len(encoding.shape) == 3:
+            # Per-example positions: (batch, seq, width) -> (batch, 1, ..., 1,
+            # seq, width), so that the batch stays on axis 0 (right-aligned
+            # broadcasting alone would pair it with axis -3).
+            for _ in range(rank - 3):
+                encoding = ops.expand_dims(encoding, 1)
         if self.merge == "add":
             return ops.add(inputs, ops.cast(encoding, inputs.dtype))
-        encoding = ops.broadcast_to(
-            encoding, (batch_size, sequence_length, self.encoding_dim)
-        )
+        encoding = ops.broadcast_to(encoding, tuple(shape[:-1]) + (self.encoding_dim,))
         if self.merge == "concat":
             return ops.concatenate([inputs, ops.cast(encoding, inputs.dtype)], axis=-1)
         return encoding
@@ -103,7 +116,7 @@ class AbsolutePositionLayer(keras.layers.Layer):
         width = self._check_input_shape(input_shape)
         if self.merge == "concat":
             width = input_shape[-1] + width
-        return (input_shape[0], input_shape[1], width)
+        return tuple(input_shape[:-1]) + (width,)
 
     def get_config(self):
         config = super().get_config()

@@ -55,6 +55,13 @@ class LearnedPositionEmbedding(AbsolutePositionLayer):
 
     As in BERT and GPT-2 (and the "learned" variant of Vaswani et al., 2017),
     position `p` is encoded by row `p` of a `(max_length, width)` table.
+    `inputs` may have rank 3 or more, with the sequence on axis -2 (e.g.
+    `(batch, frames, patches, dim)`): every middle axis gets the same rows.
+    With `merge=None` the layer computes what
+    `keras_hub.layers.PositionEmbedding(sequence_length=max_length)` computes
+    for the same table (a `(max_length, width)` weight named `embeddings`),
+    for inputs of any rank >= 3; the constructor arguments differ
+    (`max_length`, `embeddings_initializer`).
 
     A sequence must fit the table. When the sequence length is known when the
     layer is called and `start_index` is a Python int, a sequence with
@@ -79,18 +86,21 @@ class LearnedPositionEmbedding(AbsolutePositionLayer):
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
-        inputs: float tensor of shape `(batch_size, sequence_length, feature_dim)`.
+        inputs: float tensor of shape `(batch_size, sequence_length,
+            feature_dim)`, or `(batch_size, ..., sequence_length, feature_dim)`:
+            any rank >= 3, the sequence on axis -2.
         start_index: int or scalar integer tensor. Position of the first
             element of `inputs`. Defaults to `0`.
         positions: optional integer tensor of shape `(sequence_length,)` or
-            `(batch_size, sequence_length)`, overriding `start_index`.
+            `(batch_size, sequence_length)`, overriding `start_index`. Its
+            batch axis is axis 0 of `inputs`, whatever the rank.
 
     Returns:
-        A tensor of shape `(batch_size, sequence_length, width)`: `feature_dim`
-        wide for `"add"`, `feature_dim + output_dim` for `"concat"`,
-        `output_dim` for `None`. A Keras mask on `inputs` is passed through.
+        A tensor of shape `inputs.shape[:-1] + (width,)`: `feature_dim` wide
+        for `"add"`, `feature_dim + output_dim` for `"concat"`, `output_dim`
+        for `None`. A Keras mask on `inputs` is passed through.
 
-    Input checks: `inputs` of another rank, an unknown feature dimension or
+    Input checks: `inputs` of rank below 3, an unknown feature dimension or
     a non-float dtype raise when the layer is built or called. `positions`
     must be integers (a `TypeError` otherwise) of shape `(sequence_length,)`
     or `(batch_size, sequence_length)`, checked against the static axes only.
@@ -105,6 +115,9 @@ class LearnedPositionEmbedding(AbsolutePositionLayer):
     >>> layer = keras_posenc.layers.LearnedPositionEmbedding(max_length=32)
     >>> tuple(layer(embeddings).shape)
     (2, 10, 16)
+    >>> patches = np.zeros((2, 3, 10, 16), dtype="float32")  # (batch, frames, seq, dim)
+    >>> tuple(layer(patches).shape)
+    (2, 3, 10, 16)
     >>> longer = layer.grow(64)
     >>> longer.max_length
     64

@@ -31,36 +31,41 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
     so a `mixed_bfloat16` model still tells position 5,000 from 5,001.
 
     The layer has no weights and works for any position, including beyond
-    the lengths seen in training.
+    the lengths seen in training. `inputs` may have rank 3 or more, with the
+    sequence on axis -2 (e.g. `(batch, heads, seq, dim)` or
+    `(batch, frames, patches, dim)`): every middle axis gets the same `PE`.
 
     Args:
         max_wavelength: float. The longest wavelength, `10000` in the paper.
             Defaults to `10000.0`.
         merge: `"add"`, `"concat"` or `None`. `"add"` returns `inputs + PE`;
             `"concat"` returns `inputs` with `PE` appended on the last axis;
-            `None` returns `PE` alone, broadcast to the batch (a drop-in for
-            `keras_hub.layers.SinePositionEncoding`). Defaults to `"add"`.
+            `None` returns `PE` alone, broadcast to `inputs.shape[:-1] +
+            (output_dim,)` (a drop-in for `keras_hub.layers.SinePositionEncoding`,
+            for inputs of any rank >= 3). Defaults to `"add"`.
         output_dim: int or None. Width of `PE` for `"concat"` and `None`;
             defaults to the width of `inputs`.
         **kwargs: other keyword arguments of `keras.layers.Layer`
             (`name`, `dtype`, ...).
 
     Call arguments:
-        inputs: float tensor of shape `(batch_size, sequence_length, feature_dim)`.
+        inputs: float tensor of shape `(batch_size, sequence_length,
+            feature_dim)`, or `(batch_size, ..., sequence_length, feature_dim)`:
+            any rank >= 3, the sequence on axis -2.
         start_index: int or scalar integer tensor. Position of the first
             element of `inputs`, e.g. the cache index while decoding.
             Defaults to `0`.
         positions: optional integer (or float) tensor of shape
             `(sequence_length,)` or `(batch_size, sequence_length)`,
-            overriding `start_index` (packed or left-padded sequences).
+            overriding `start_index` (packed or left-padded sequences). Its
+            batch axis is axis 0 of `inputs`, whatever the rank.
 
     Returns:
-        A tensor of shape `(batch_size, sequence_length, width)`, where `width`
-        is `feature_dim` for `"add"`, `feature_dim + output_dim` for
-        `"concat"`, `output_dim` for `None`. A Keras mask on `inputs` is
-        passed through.
+        A tensor of shape `inputs.shape[:-1] + (width,)`, where `width` is
+        `feature_dim` for `"add"`, `feature_dim + output_dim` for `"concat"`,
+        `output_dim` for `None`. A Keras mask on `inputs` is passed through.
 
-    Input checks: `inputs` of another rank, an unknown feature dimension or
+    Input checks: `inputs` of rank below 3, an unknown feature dimension or
     a non-float dtype raise when the layer is built or called (on a
     `keras.Input` too). `positions` may be fractional (the encoding is a
     continuous function of the position); its shape is checked against the
@@ -81,6 +86,10 @@ class SinusoidalPositionEncoding(AbsolutePositionLayer):
     ...     merge="concat", output_dim=8)
     >>> tuple(layer(embeddings, start_index=5).shape)
     (2, 10, 24)
+    >>> heads = np.zeros((2, 4, 10, 16), dtype="float32")  # (batch, heads, seq, dim)
+    >>> layer = keras_posenc.layers.SinusoidalPositionEncoding(merge=None)
+    >>> tuple(layer(heads).shape)
+    (2, 4, 10, 16)
 
     References:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762), section 3.5.

@@ -143,3 +143,79 @@ def test_grow_keeps_trained_ends_and_interpolates(merge):
 def test_invalid_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
         LearnedPositionEmbedding(**kwargs)
+
+
+# Inputs of rank >= 3, the sequence on axis -2: (batch, middle, seq, dim).
+POSITIONS_4D = {
+    "range": None,
+    "shared": np.array([4, 0, 9, 2, 7], "int32"),
+    "per-example": np.array([[0, 1, 2, 3, 4], [6, 6, 2, 0, 9]], "int32"),
+}
+
+
+@pytest.mark.parametrize("positions", list(POSITIONS_4D))
+@pytest.mark.parametrize("merge", ["add", "concat", None])
+def test_rank_4_equals_rank_3_on_each_middle_index(merge, positions):
+    positions = POSITIONS_4D[positions]
+    layer, table = _layer_with_table(merge)
+    x = np.random.uniform(-1, 1, (2, 3, 5, 8)).astype("float32")
+    out = to_numpy(layer(x, start_index=2, positions=positions))
+    width = 16 if merge == "concat" else 8
+    assert out.shape == (2, 3, 5, width)
+    assert layer.compute_output_shape(x.shape) == (2, 3, 5, width)
+    for middle in range(3):
+        rank_3 = to_numpy(layer(x[:, middle], start_index=2, positions=positions))
+        np.testing.assert_allclose(out[:, middle], rank_3, atol=1e-6)
+    rows = table[2:7] if positions is None else table[positions]
+    if rows.ndim == 3:
+        rows = rows[:, None]  # the batch of `positions` is axis 0 of `inputs`
+    if merge == "add":
+        np.testing.assert_allclose(out, x + rows, atol=1e-6)
+    else:
+        np.testing.assert_allclose(
+            out[..., -8:], np.broadcast_to(rows, (2, 3, 5, 8)), atol=1e-6
+        )
+
+
+def test_rank_4_symbolic_input():
+    inputs = keras.Input(shape=(3, None, 8))
+    layer = LearnedPositionEmbedding(max_length=6, merge="concat", output_dim=4)
+    outputs = layer(inputs)
+    assert tuple(outputs.shape) == (None, 3, None, 12)
+    assert layer.compute_output_shape((None, 3, None, 8)) == (None, 3, None, 12)
+    model = keras.Model(inputs, outputs)
+    x = np.random.uniform(-1, 1, (2, 3, 4, 8)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), to_numpy(layer(x)))
+    for merge, width in (("add", 8), (None, 8)):
+        outputs = LearnedPositionEmbedding(max_length=6, merge=merge)(inputs)
+        assert tuple(outputs.shape) == (None, 3, None, width)
+
+
+def test_rank_2_inputs_name_the_expected_shape():
+    with pytest.raises(
+        ValueError,
+        match=r"\(batch_size, \.\.\., sequence_length, feature_dim\).*"
+        r"inputs\.shape=\(6, 8\)",
+    ):
+        LearnedPositionEmbedding(max_length=8, merge=None)(np.zeros((6, 8), "float32"))
+
+
+@pytest.mark.parametrize("positions", [None, np.array([3, 1, 4, 1, 5], "int32")])
+def test_rank_4_matches_keras_hub_position_embedding(positions):
+    keras_hub = pytest.importorskip("keras_hub")
+    x = np.random.uniform(-1, 1, (2, 3, 5, 8)).astype("float32")
+    kwargs = {"start_index": 2} if positions is None else {"positions": positions}
+    theirs_layer = keras_hub.layers.PositionEmbedding(sequence_length=10)
+    theirs = to_numpy(theirs_layer(x, **kwargs))
+    # Each layer has its own random table: the same shapes, and each output
+    # is its own table's rows broadcast.
+    layer = LearnedPositionEmbedding(max_length=10, merge=None)
+    ours = to_numpy(layer(x, **kwargs))
+    assert ours.shape == theirs.shape == (2, 3, 5, 8)
+    ids = np.arange(2, 7) if positions is None else positions
+    for out, table in ((ours, layer.embeddings), (theirs, theirs_layer.weights[0])):
+        rows = to_numpy(table)[ids]
+        np.testing.assert_allclose(out, np.broadcast_to(rows, out.shape), atol=1e-6)
+    # With the same table, the same values.
+    layer.embeddings.assign(to_numpy(theirs_layer.weights[0]))
+    np.testing.assert_allclose(to_numpy(layer(x, **kwargs)), theirs, atol=1e-6)

@@ -158,3 +158,68 @@ def test_invalid_inputs():
         SinusoidalPositionEncoding()(_inputs(length=6), positions=np.arange(5))
     with pytest.raises(ValueError, match="positions"):
         SinusoidalPositionEncoding()(_inputs(), positions=np.zeros((2, 6, 1), "int32"))
+
+
+# Inputs of rank >= 3, the sequence on axis -2: (batch, middle, seq, dim).
+POSITIONS_4D = {
+    "range": None,
+    "shared": np.array([4, 0, 9, 2, 7], "int32"),
+    "per-example": np.array([[0, 1, 2, 3, 4], [6, 6, 2, 0, 11]], "int32"),
+}
+
+
+@pytest.mark.parametrize("positions", list(POSITIONS_4D))
+@pytest.mark.parametrize(
+    "merge, output_dim, width", [("add", None, 8), ("concat", 3, 11), (None, 5, 5)]
+)
+def test_rank_4_equals_rank_3_on_each_middle_index(merge, output_dim, width, positions):
+    positions = POSITIONS_4D[positions]
+    x = np.random.uniform(-1, 1, (2, 3, 5, 8)).astype("float32")
+    layer = SinusoidalPositionEncoding(merge=merge, output_dim=output_dim)
+    out = to_numpy(layer(x, start_index=2, positions=positions))
+    assert out.shape == (2, 3, 5, width)
+    assert layer.compute_output_shape(x.shape) == (2, 3, 5, width)
+    for middle in range(3):
+        rank_3 = to_numpy(layer(x[:, middle], start_index=2, positions=positions))
+        np.testing.assert_allclose(out[:, middle], rank_3, atol=1e-6)
+
+
+def test_rank_5_with_per_example_positions():
+    x = np.random.uniform(-1, 1, (2, 3, 1, 5, 4)).astype("float32")
+    positions = POSITIONS_4D["per-example"]
+    layer = SinusoidalPositionEncoding(merge=None)
+    out = to_numpy(layer(x, positions=positions))
+    expected = sinusoidal_reference(positions, 4)[:, None, None]
+    np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), atol=5e-5)
+
+
+@pytest.mark.parametrize("merge, width", [("add", 8), ("concat", 16), (None, 8)])
+def test_rank_4_symbolic_input(merge, width):
+    inputs = keras.Input(shape=(3, None, 8))
+    layer = SinusoidalPositionEncoding(merge=merge)
+    outputs = layer(inputs)
+    assert tuple(outputs.shape) == (None, 3, None, width)
+    assert layer.compute_output_shape((None, 3, None, 8)) == (None, 3, None, width)
+    model = keras.Model(inputs, outputs)
+    x = np.random.uniform(-1, 1, (2, 3, 4, 8)).astype("float32")
+    np.testing.assert_allclose(model.predict(x, verbose=0), to_numpy(layer(x)))
+
+
+def test_rank_2_inputs_name_the_expected_shape():
+    with pytest.raises(
+        ValueError,
+        match=r"\(batch_size, \.\.\., sequence_length, feature_dim\).*"
+        r"inputs\.shape=\(6, 8\)",
+    ):
+        SinusoidalPositionEncoding(merge=None)(np.zeros((6, 8), "float32"))
+
+
+@pytest.mark.parametrize("positions", [None, np.array([3, 1, 4, 1, 5], "int32")])
+def test_rank_4_drop_in_for_keras_hub(positions):
+    keras_hub = pytest.importorskip("keras_hub")
+    x = np.random.uniform(-1, 1, (2, 3, 5, 8)).astype("float32")
+    kwargs = {"start_index": 2} if positions is None else {"positions": positions}
+    ours = to_numpy(SinusoidalPositionEncoding(merge=None)(x, **kwargs))
+    theirs = to_numpy(keras_hub.layers.SinePositionEncoding()(x, **kwargs))
+    assert ours.shape == theirs.shape == (2, 3, 5, 8)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
