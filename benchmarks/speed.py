@@ -128,9 +128,10 @@ def absolute(config, warmup, repeats):
 def attention_core(scheme, num_heads, head_dim, length):
     """`(function, variable_values)`: attention of projected `q, k, v`.
 
-    Runs the same steps as `PositionalMultiHeadAttention.call` after its
-    projections (rotation, bias, Shaw terms, fused or explicit attention), so
-    that the ratio to plain attention is the scheme's own cost.
+    Runs the same public steps as `PositionalMultiHeadAttention.call` after
+    its projections (the scheme's `rotate`, then `attend`: bias, Shaw terms,
+    fused or explicit attention), so that the ratio to plain attention is the
+    scheme's own cost.
     """
     if scheme is None:
         scale = 1.0 / math.sqrt(head_dim)
@@ -140,18 +141,11 @@ def attention_core(scheme, num_heads, head_dim, length):
 
     def core(q, k, v):
         positions = ops.arange(length, dtype="int32")
-        if layer.position_kind in ("rotary", "xpos"):
-            q = layer._rotate(q, positions, is_key=False)
-            k = layer._rotate(k, positions, is_key=True)
-        bias = None
-        if layer.position_kind == "bias":
-            bias = layer.position_layer.compute_bias(positions, positions)
-        if layer.position_kind == "shaw":
-            output, _ = layer._explicit_attention(
-                q, k, v, bias, None, positions, positions, training=False
-            )
-            return output
-        return layer._fused_attention(q, k, v, bias, None)
+        scheme = layer.position_layer
+        q = scheme.rotate(q, positions, is_key=False)
+        k = scheme.rotate(k, positions, is_key=True)
+        output, _ = layer.attend(q, k, v, positions, positions)
+        return output
 
     return stateless(layer.position_layer, core)
 

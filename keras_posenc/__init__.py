@@ -4,6 +4,7 @@ from keras_posenc import datasets
 from keras_posenc import export
 from keras_posenc import layers
 from keras_posenc import models
+from keras_posenc import positions
 from keras_posenc import preprocessing
 from keras_posenc import tokenizers
 from keras_posenc import utils
@@ -14,6 +15,7 @@ __all__ = [
     "export",
     "layers",
     "models",
+    "positions",
     "preprocessing",
     "tokenizers",
     "utils",

@@ -13,6 +13,7 @@ from keras_posenc.models.transformer_classifier import TransformerClassifier
 from keras_posenc.models.transformer_lm import TransformerLM
 from keras_posenc.preprocessing.text_sequences import special_token_id
 from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import import_keras_hub
 
 _MODEL_KINDS = (
     (TransformerClassifier, "classifier"),
@@ -33,13 +34,7 @@ def _model_kind(model):
 
 
 def _check_tokenizer(tokenizer, model):
-    try:
-        import keras_hub
-    except ImportError as error:
-        raise ImportError(
-            "`export_for_serving` needs keras-hub and tensorflow-text: "
-            "`pip install keras-posenc[tensorflow,dev]`."
-        ) from error
+    keras_hub = import_keras_hub("`export_for_serving` (with tensorflow-text)")
     if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
         raise ValueError(
             "`tokenizer` must be a keras_hub.tokenizers.WordPieceTokenizer (see "

@@ -89,8 +89,9 @@ def _serving_function(model, tokenizer, options):
 
         return serve
 
-    import keras_hub
+    from keras_posenc.utils.validation import import_keras_hub
 
+    keras_hub = import_keras_hub("The serving graph (keras-hub's samplers)")
     sampler = keras_hub.samplers.get(options["sampler"])
     max_length = options["max_length"]
     bos, eos = options["bos_id"], options["eos_id"]
@@ -99,7 +100,8 @@ def _serving_function(model, tokenizer, options):
         keep = options["max_prompt_length"] - 2
         sep = options["sep_id"]
 
-        def serve(text):
+        def prompts(text):
+            """`[BOS] last tokens [SEP]`, padded: the model continues it."""
             ids = _tokenize(tokenizer, text)
             ids = ids[:, -keep:]  # the last tokens of a long prompt
             column = tf.ones([ids.nrows(), 1], "int32")
@@ -112,29 +114,26 @@ def _serving_function(model, tokenizer, options):
                 axis=1,
             )
             token_ids = prompt.to_tensor(default_value=0, shape=[None, max_length])
-            token_ids = model.generate_step(
-                token_ids, sampler=sampler, stop_token_id=eos
-            )
-            starts = prompt.row_lengths()
-            return {
-                "generated_text": _generated_text(tokenizer, token_ids, starts, eos)
-            }
+            return token_ids, prompt.row_lengths(), None
 
-        return serve
+    else:
+        sequence_length = options["sequence_length"]
 
-    sequence_length = options["sequence_length"]
+        def prompts(text):
+            """The source ids; the decoder starts from `[BOS]`."""
+            ids = _tokenize(tokenizer, text)[:, :sequence_length]
+            ids = ids.to_tensor(default_value=0, shape=[None, sequence_length])
+            return ids, tf.ones([tf.shape(ids)[0]], "int32"), bos
 
     def serve(text):
-        ids = _tokenize(tokenizer, text)[:, :sequence_length]
-        ids = ids.to_tensor(default_value=0, shape=[None, sequence_length])
+        inputs, starts, start_token_id = prompts(text)
         token_ids = model.generate_step(
-            ids,
+            inputs,
             max_length,
             sampler=sampler,
-            start_token_id=bos,
             stop_token_id=eos,
+            start_token_id=start_token_id,
         )
-        starts = tf.ones([tf.shape(token_ids)[0]], "int32")
         return {"generated_text": _generated_text(tokenizer, token_ids, starts, eos)}
 
     return serve

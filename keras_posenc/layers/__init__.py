@@ -2,6 +2,7 @@
 
 from keras_posenc.layers.alibi_bias import ALiBiBias
 from keras_posenc.layers.alibi_bias import alibi_slopes
+from keras_posenc.layers.attention_position import AttentionPosition
 from keras_posenc.layers.feed_forward import FeedForward
 from keras_posenc.layers.learned_position_embedding import LearnedPositionEmbedding
 from keras_posenc.layers.learned_position_embedding import interpolate_position_table
@@ -20,6 +21,7 @@ from keras_posenc.layers.xpos import XPos
 
 __all__ = [
     "ALiBiBias",
+    "AttentionPosition",
     "FeedForward",
     "LearnedPositionEmbedding",
     "PositionalMultiHeadAttention",

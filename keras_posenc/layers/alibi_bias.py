@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from keras_posenc.layers.relative_bias_layer import RelativeBiasLayer
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_positive_int
 
 
@@ -115,8 +116,7 @@ class ALiBiBias(RelativeBiasLayer):
 
     def __init__(self, num_heads, causal=True, **kwargs):
         check_positive_int("num_heads", num_heads)
-        if not isinstance(causal, bool):
-            raise ValueError(f"`causal` must be a boolean. Received: causal={causal!r}")
+        check_bool("causal", causal)
         super().__init__(num_heads=num_heads, **kwargs)
         self.causal = causal
         # (heads, 1, 1), broadcast against (..., 1, query, key).

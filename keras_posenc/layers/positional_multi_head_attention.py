@@ -3,6 +3,9 @@ import math
 import keras
 from keras import ops
 
+from keras_posenc import positions as position_schemes
+from keras_posenc.utils.masks import MASK_BIAS
+from keras_posenc.utils.masks import MASKED_LOGIT
 from keras_posenc.utils.masks import causal_mask
 from keras_posenc.utils.masks import check_attention_mask
 from keras_posenc.utils.masks import check_padding_mask
@@ -11,70 +14,12 @@ from keras_posenc.utils.masks import merge_attention_masks
 from keras_posenc.utils.positions import check_key_positions_shape
 from keras_posenc.utils.positions import check_positions_shape
 from keras_posenc.utils.positions import check_start_index
+from keras_posenc.utils.positions import default_key_positions
 from keras_posenc.utils.positions import position_ids
 from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
-
-ATTENTION_POSITIONS = ("rotary", "xpos", "alibi", "t5", "shaw", "none", None)
-
-
-def make_attention_position(position, num_heads, dtype=None):
-    """The position layer for a scheme name, or None for `"none"`/`None`.
-
-    Defaults: ALiBi in its symmetric form (on the keys a causal mask keeps it
-    equals the causal form, so it serves encoders and decoders), T5 with
-    bidirectional buckets, Shaw with `max_distance=16`. Pass a layer instance
-    to `PositionalMultiHeadAttention(position=...)` for other settings.
-    """
-    from keras_posenc.layers.alibi_bias import ALiBiBias
-    from keras_posenc.layers.relative_position_embedding import (
-        RelativePositionEmbedding,
-    )
-    from keras_posenc.layers.rotary_embedding import RotaryEmbedding
-    from keras_posenc.layers.t5_relative_position_bias import T5RelativePositionBias
-    from keras_posenc.layers.xpos import XPos
-
-    name = "position"
-    if position == "rotary":
-        return RotaryEmbedding(dtype=dtype, name=name)
-    if position == "xpos":
-        return XPos(dtype=dtype, name=name)
-    if position == "alibi":
-        return ALiBiBias(num_heads=num_heads, causal=False, dtype=dtype, name=name)
-    if position == "t5":
-        return T5RelativePositionBias(num_heads=num_heads, dtype=dtype, name=name)
-    if position == "shaw":
-        return RelativePositionEmbedding(max_distance=16, dtype=dtype, name=name)
-    return None
-
-
-def position_kind(layer):
-    """How a position layer enters attention: rotate, bias, shaw or None."""
-    from keras_posenc.layers.alibi_bias import ALiBiBias
-    from keras_posenc.layers.relative_position_embedding import (
-        RelativePositionEmbedding,
-    )
-    from keras_posenc.layers.rotary_embedding import RotaryEmbedding
-    from keras_posenc.layers.t5_relative_position_bias import T5RelativePositionBias
-    from keras_posenc.layers.xpos import XPos
-
-    if layer is None:
-        return None
-    if isinstance(layer, XPos):
-        return "xpos"
-    if isinstance(layer, RotaryEmbedding):
-        return "rotary"
-    if isinstance(layer, (ALiBiBias, T5RelativePositionBias)):
-        return "bias"
-    if isinstance(layer, RelativePositionEmbedding):
-        return "shaw"
-    raise ValueError(
-        "`position` must be one of "
-        f"{[p for p in ATTENTION_POSITIONS if p]}, None, or an instance of "
-        "RotaryEmbedding, XPos, ALiBiBias, T5RelativePositionBias or "
-        f"RelativePositionEmbedding. Received: position={layer!r}"
-    )
+from keras_posenc.utils.validation import clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
@@ -92,9 +37,12 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
     - `None` / `"none"`: no position information (NoPE).
 
     Attention runs through `keras.ops.dot_product_attention` (the backend's
-    fused kernel where it has one, bias passed in) except where that op cannot
-    express the computation: the Shaw scheme, dropout during training, and
-    `return_attention_scores=True` take an explicit einsum path.
+    fused kernel where it has one; the scheme's bias and logit term passed
+    in as one bias, with `flash_attention=False` so that no backend drops
+    it) except where that op cannot express the computation: schemes that
+    need the attention weights (Shaw with value embeddings), dropout during
+    training, and `return_attention_scores=True` take an explicit einsum
+    path. `attend(...)` is that core on projected heads.
 
     With a key/value `cache` (keras-hub's layout `(batch, 2, max_length,
     num_heads, key_dim)`), new keys and values are written at
@@ -109,10 +57,10 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         value_dim: int or None. Size of each head for values; defaults to
             `key_dim`.
         position: a scheme name (`"rotary"`, `"xpos"`, `"alibi"`, `"t5"`,
-            `"shaw"`, `"none"`) or None, or a position layer instance
-            (`RotaryEmbedding`, `XPos`, `ALiBiBias`, `T5RelativePositionBias`,
-            `RelativePositionEmbedding`) for non-default settings. Defaults to
-            None.
+            `"shaw"`, `"none"`), None, a config, or an `AttentionPosition`
+            layer (ours with other settings, or a user's own), used as it is
+            (see `keras_posenc.positions.get`). The layer talks to it only
+            through the `AttentionPosition` hooks. Defaults to None.
         dropout: float in [0, 1). Dropout on the attention probabilities.
         use_bias: bool. Whether the projections have biases.
         output_dim: int or None. Width of the output; defaults to the width of
@@ -197,22 +145,17 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         check_positive_int("value_dim", value_dim, allow_none=True)
         check_positive_int("output_dim", output_dim, allow_none=True)
         check_rate("dropout", dropout)
-        if isinstance(position, dict):
-            position = keras.saving.deserialize_keras_object(position)
-        if not isinstance(position, keras.layers.Layer):
-            if not isinstance(position, (str, type(None))) or (
-                position not in ATTENTION_POSITIONS
-            ):
+        position_layer = position_schemes.get_attention(
+            position, num_heads=num_heads, dtype=kwargs.get("dtype"), name="position"
+        )
+        if position_layer is not None:
+            try:
+                position_layer.check_attention(int(num_heads), int(key_dim))
+            except ValueError as error:
                 raise ValueError(
-                    "`position` must be one of "
-                    f"{[p for p in ATTENTION_POSITIONS if p]} or None, or a "
-                    f"position layer instance. Received: position={position!r}"
-                )
-        if position in ("rotary", "xpos") and key_dim % 2:
-            raise ValueError(
-                f"`key_dim` must be even for position={position!r}. "
-                f"Received: key_dim={key_dim}"
-            )
+                    f"`key_dim` does not suit position={position!r}: {error} "
+                    f"Received: key_dim={key_dim}"
+                ) from None
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
@@ -223,16 +166,9 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
-
-        if isinstance(position, keras.layers.Layer):
-            self.position_layer = position
-            self.position = None
-        else:
-            self.position = None if position == "none" else position
-            self.position_layer = make_attention_position(
-                self.position, self.num_heads, dtype=self.dtype_policy
-            )
-        self.position_kind = position_kind(self.position_layer)
+        # A name stays a name in the config; a layer or config is serialized.
+        self.position = position if isinstance(position, str) else None
+        self.position_layer = position_layer
         self.dropout_layer = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy, name="attention_dropout"
         )
@@ -242,12 +178,8 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             equation,
             output_shape=output_shape,
             bias_axes=bias_axes if self.use_bias else None,
-            kernel_initializer=self.kernel_initializer.__class__.from_config(
-                self.kernel_initializer.get_config()
-            ),
-            bias_initializer=self.bias_initializer.__class__.from_config(
-                self.bias_initializer.get_config()
-            ),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name=name,
         )
@@ -281,19 +213,10 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         self.output_dense.build(
             (query_shape[0], query_shape[1], self.num_heads, self.value_dim)
         )
-        head_shape = (query_shape[0], query_shape[1], self.num_heads, self.key_dim)
-        if self.position_layer is not None and not self.position_layer.built:
-            if self.position_kind == "bias":
-                self.position_layer.build((None, self.num_heads, None, None))
-            else:
-                self.position_layer.build(head_shape)
-
-    def _rotate(self, tensor, tensor_positions, is_key):
-        if self.position_kind == "xpos":
-            return self.position_layer(
-                tensor, positions=tensor_positions, downscale=is_key
+        if self.position_layer is not None:
+            self.position_layer.build_for_attention(
+                (query_shape[0], query_shape[1], self.num_heads, self.key_dim)
             )
-        return self.position_layer(tensor, positions=tensor_positions)
 
     def call(
         self,
@@ -330,30 +253,34 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         query_length = ops.shape(query)[1]
         start = 0 if cache_update_index is None else cache_update_index
         query_positions = position_ids(query_length, start, positions)
+        reads_cache = cache is not None and cache_update_index is None
+        writes_cache = cache is not None and cache_update_index is not None
 
         q = self.query_dense(query)  # (batch, T, heads, key_dim)
-        if cache is not None and cache_update_index is None:
+        if reads_cache:
             # A precomputed cache (cross-attention): read it as it is.
             k, v = cache[:, 0], cache[:, 1]
         else:
             k = self.key_dense(key)
             v = self.value_dense(value)
-        new_key_positions = key_positions
-        if cache is not None and cache_update_index is not None:
-            # The new keys are the queries' own tokens: rotate them at the
-            # queries' positions, then write them into the cache.
+        if writes_cache:
+            # The new keys are the queries' own tokens: they take the
+            # queries' positions, and go into the cache transformed.
             new_key_positions = query_positions
-        elif key_positions is None and positions is not None:
-            new_key_positions = positions
-        if self.position_kind in ("rotary", "xpos"):
-            q = self._rotate(q, query_positions, is_key=False)
-            if not (cache is not None and cache_update_index is None):
-                k = self._rotate(
+        else:
+            new_key_positions = default_key_positions(
+                positions, key_positions, query.shape[1], key.shape[1]
+            )
+        position = self.position_layer
+        if position is not None:
+            q = position.rotate(q, query_positions, is_key=False)
+            if not reads_cache:
+                k = position.rotate(
                     k,
                     position_ids(ops.shape(k)[1], 0, new_key_positions),
                     is_key=True,
                 )
-        if cache is not None and cache_update_index is not None:
+        if writes_cache:
             if self.value_dim != self.key_dim:
                 raise ValueError(
                     "A key/value `cache` needs value_dim == key_dim. Received: "
@@ -380,22 +307,16 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             attention_mask,
             causal,
         )
-
-        bias = None
-        if self.position_kind == "bias":
-            bias = self.position_layer.compute_bias(query_positions, key_positions)
-
-        explicit = (
-            self.position_kind == "shaw"
-            or return_attention_scores
-            or (training and self.dropout > 0)
+        output, scores = self.attend(
+            q,
+            k,
+            v,
+            query_positions,
+            key_positions,
+            mask=mask,
+            return_attention_scores=return_attention_scores,
+            training=training,
         )
-        if explicit:
-            output, scores = self._explicit_attention(
-                q, k, v, bias, mask, query_positions, key_positions, training
-            )
-        else:
-            output = self._fused_attention(q, k, v, bias, mask)
         output = self.output_dense(output)
 
         results = (output,)
@@ -404,6 +325,70 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         if cache is not None:
             results += (cache,)
         return results[0] if len(results) == 1 else results
+
+    def attend(
+        self,
+        query,
+        key,
+        value,
+        query_positions,
+        key_positions,
+        mask=None,
+        return_attention_scores=False,
+        training=None,
+    ):
+        """The attention core: projected heads in, heads out, the scheme applied.
+
+        Adds the scheme's bias and logit term and, for schemes that need the
+        attention weights, its value term. Queries and keys must already be
+        transformed by the scheme's `rotate` (the layer's `call` does it,
+        before writing keys into a cache).
+
+        Args:
+            query: `(batch, T, heads, key_dim)` projected queries.
+            key: `(batch, S, heads, key_dim)` projected keys.
+            value: `(batch, S, heads, value_dim)` projected values.
+            query_positions: int `(T,)` or `(batch, T)`.
+            key_positions: int `(S,)` or `(batch, S)`.
+            mask: optional bool `(batch or 1, T, S)`, True where allowed.
+            return_attention_scores: bool. Also compute the weights.
+            training: bool. Enables dropout on the weights.
+
+        Returns:
+            `(output, scores)`: the `(batch, T, heads, value_dim)` output and
+            the `(batch, heads, T, S)` weights, or None for the scores when
+            the fused kernel ran.
+        """
+        position = self.position_layer
+        bias = logits = None
+        if position is not None:
+            bias = position.compute_bias(query_positions, key_positions)
+            logits = position.compute_logits(
+                query, query_positions, key_positions, key=key
+            )
+        explicit = (
+            (position is not None and position.needs_attention_weights)
+            or return_attention_scores
+            or (training and self.dropout > 0)
+        )
+        if explicit:
+            return self._explicit_attention(
+                query,
+                key,
+                value,
+                logits,
+                bias,
+                mask,
+                query_positions,
+                key_positions,
+                training,
+            )
+        if logits is not None:
+            # A content term that needs no weights rides in the fused kernel
+            # as part of the bias.
+            logits = ops.cast(logits, "float32") * (1.0 / math.sqrt(self.key_dim))
+            bias = logits if bias is None else logits + ops.cast(bias, "float32")
+        return self._fused_attention(query, key, value, bias, mask), None
 
     def _check_call_arguments(
         self,
@@ -465,40 +450,54 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             "attention_mask", attention_mask, batch_size, query_length, key_length
         )
 
-    def _masked_bias(self, bias, mask):
-        """Folds the bool mask into the bias: torch's kernel takes only one of them."""
-        # Large but finite in float16 too, so a fully masked row stays finite.
-        large_negative = ops.cast(-3e4, bias.dtype)
-        return ops.where(ops.expand_dims(mask, 1), bias, large_negative)
-
     def _fused_attention(self, q, k, v, bias, mask):
-        if bias is None and mask is not None:
-            return ops.dot_product_attention(
-                q,
-                k,
-                v,
-                mask=ops.expand_dims(mask, 1),
-                scale=1.0 / math.sqrt(self.key_dim),
-            )
-        if bias is not None and mask is not None:
-            bias = self._masked_bias(bias, mask)
+        if bias is not None:
+            bias = ops.cast(bias, self.compute_dtype)
+            if mask is not None:
+                # Torch's kernel takes a bias or a mask, not both: fold the mask.
+                bias = ops.where(
+                    ops.expand_dims(mask, 1), bias, ops.cast(MASK_BIAS, bias.dtype)
+                )
+                mask = None
+        elif mask is not None:
+            mask = ops.expand_dims(mask, 1)
+        # With `flash_attention=None`, Keras 3.15's JAX backend takes the
+        # Splash kernel on TPU, which ignores `bias` and reads only batch 0 of
+        # `mask` (keras/src/backend/jax/nn.py, `dot_product_attention`: "TPU-
+        # specific flash attention path", after `_can_use_flash_attention`
+        # returns True on TPU without looking at the bias). Whenever a bias
+        # or mask must be honoured, the fused call says so.
+        flash_attention = False if (bias is not None or mask is not None) else None
         return ops.dot_product_attention(
-            q, k, v, bias=bias, scale=1.0 / math.sqrt(self.key_dim)
+            q,
+            k,
+            v,
+            bias=bias,
+            mask=mask,
+            scale=1.0 / math.sqrt(self.key_dim),
+            flash_attention=flash_attention,
         )
 
     def _explicit_attention(
-        self, q, k, v, bias, mask, query_positions, key_positions, training
+        self,
+        q,
+        k,
+        v,
+        position_logits,
+        bias,
+        mask,
+        query_positions,
+        key_positions,
+        training,
     ):
         logits = ops.einsum("btnh,bsnh->bnts", q, k)  # (batch, heads, T, S)
-        if self.position_kind == "shaw":
-            logits = logits + self.position_layer.compute_logits(
-                q, query_positions, key_positions
-            )
+        if position_logits is not None:
+            logits = logits + ops.cast(position_logits, logits.dtype)
         logits = ops.cast(logits, "float32") * (1.0 / math.sqrt(self.key_dim))
         if bias is not None:
             logits = logits + ops.cast(bias, "float32")
         if mask is not None:
-            logits = ops.where(ops.expand_dims(mask, 1), logits, -1e9)
+            logits = ops.where(ops.expand_dims(mask, 1), logits, MASKED_LOGIT)
         if logits.shape[-1] == 1:
             # `ops.softmax` warns on a key axis of size 1, which a one-token
             # sequence legitimately has: every weight is 1.
@@ -509,10 +508,13 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             ops.cast(scores, self.compute_dtype), training=training
         )
         output = ops.einsum("bnts,bsnh->btnh", probabilities, v)
-        if self.position_kind == "shaw" and self.position_layer.use_values:
-            output = output + self.position_layer.compute_values(
+        position = self.position_layer
+        if position is not None and position.needs_attention_weights:
+            values = position.compute_values(
                 probabilities, query_positions, key_positions
             )
+            if values is not None:
+                output = output + ops.cast(values, output.dtype)
         return output, ops.cast(scores, self.compute_dtype)
 
     def compute_output_spec(self, query, value, key=None, *args, **kwargs):
@@ -527,15 +529,13 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        position = self.position
-        if self.position is None and self.position_layer is not None:
-            position = keras.saving.serialize_keras_object(self.position_layer)
         config.update(
             {
                 "num_heads": self.num_heads,
                 "key_dim": self.key_dim,
                 "value_dim": self.value_dim,
-                "position": position,
+                "position": self.position
+                or position_schemes.serialize(self.position_layer),
                 "dropout": self.dropout,
                 "use_bias": self.use_bias,
                 "output_dim": self.output_dim,

@@ -1,16 +1,17 @@
 """Base class of the layers that add a relative-position bias to attention scores."""
 
-import keras
 from keras import ops
 
+from keras_posenc.layers.attention_position import AttentionPosition
 from keras_posenc.utils.positions import check_key_positions_shape
 from keras_posenc.utils.positions import check_positions_shape
+from keras_posenc.utils.positions import default_key_positions
 from keras_posenc.utils.positions import position_ids
 from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_int
 
 
-class RelativeBiasLayer(keras.layers.Layer):
+class RelativeBiasLayer(AttentionPosition):
     """Shared logic of layers whose bias depends on `key_pos - query_pos` only.
 
     Subclasses implement `relative_bias(relative_positions)`: given int32
@@ -39,6 +40,18 @@ class RelativeBiasLayer(keras.layers.Layer):
     def build(self, input_shape=None):
         if input_shape is not None:
             self._check_input_shape(input_shape)
+
+    def check_attention(self, num_heads, key_dim):
+        if num_heads != self.num_heads:
+            raise ValueError(
+                f"{self.__class__.__name__} was created with num_heads="
+                f"{self.num_heads}, but the attention has num_heads={num_heads}; "
+                "create it with the attention's head count."
+            )
+
+    def build_for_attention(self, query_shape):
+        if not self.built:
+            self.build((None, self.num_heads, None, None))
 
     def relative_bias(self, relative_positions):
         raise NotImplementedError
@@ -79,19 +92,9 @@ class RelativeBiasLayer(keras.layers.Layer):
             check_positions_shape(positions, query_length, batch_size)
         if key_positions is not None:
             check_key_positions_shape(key_positions, key_length, batch_size)
-        elif positions is not None:
-            if (
-                query_length is not None
-                and key_length is not None
-                and query_length != key_length
-            ):
-                raise ValueError(
-                    "`key_positions` is needed when `positions` is given and the "
-                    f"query length ({query_length}) differs from the key length "
-                    f"({key_length}): the key positions cannot be inferred. "
-                    f"Received: inputs.shape={tuple(inputs.shape)}"
-                )
-            key_positions = positions
+        key_positions = default_key_positions(
+            positions, key_positions, query_length, key_length
+        )
         shape = ops.shape(inputs)
         query_positions = position_ids(shape[2], start_index, positions)
         key_positions = position_ids(shape[3], 0, key_positions)

@@ -1,15 +1,18 @@
 import keras
 from keras import ops
 
+from keras_posenc.layers.attention_position import AttentionPosition
 from keras_posenc.utils.positions import check_key_positions_shape
 from keras_posenc.utils.positions import check_positions_shape
+from keras_posenc.utils.positions import default_key_positions
 from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_int
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
-class RelativePositionEmbedding(keras.layers.Layer):
+class RelativePositionEmbedding(AttentionPosition):
     """Relative position representations of Shaw et al. (2018) for attention.
 
     Each query/key pair `(i, j)` gets a bucket
@@ -100,15 +103,16 @@ class RelativePositionEmbedding(keras.layers.Layer):
         **kwargs,
     ):
         check_positive_int("max_distance", max_distance)
-        if not isinstance(use_values, bool):
-            raise ValueError(
-                f"`use_values` must be a boolean. Received: use_values={use_values!r}"
-            )
+        check_bool("use_values", use_values)
         super().__init__(**kwargs)
         self.max_distance = int(max_distance)
         self.use_values = use_values
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.num_buckets = 2 * self.max_distance + 1
+
+    @property
+    def needs_attention_weights(self):
+        return self.use_values
 
     def build(self, query_shape):
         if len(query_shape) != 4 or query_shape[-1] is None:
@@ -158,13 +162,14 @@ class RelativePositionEmbedding(keras.layers.Layer):
             return index[None, None]
         return ops.expand_dims(index, 1)
 
-    def compute_logits(self, query, query_positions, key_positions):
+    def compute_logits(self, query, query_positions, key_positions, key=None):
         """The logit term `q_i . E_K[r_ij]`, before any `1 / sqrt(d)` scaling.
 
         Args:
             query: tensor `(batch_size, q_len, num_heads, head_dim)`.
             query_positions: integer tensor `(q_len,)` or `(batch_size, q_len)`.
             key_positions: integer tensor `(k_len,)` or `(batch_size, k_len)`.
+            key: unused (the term depends on the queries only).
 
         Returns:
             A tensor `(batch_size, num_heads, q_len, k_len)` in the compute dtype.
@@ -297,18 +302,9 @@ class RelativePositionEmbedding(keras.layers.Layer):
             check_positions_shape(positions, query_length, query.shape[0])
         if key_positions is not None:
             check_key_positions_shape(key_positions, key_length, key.shape[0])
-        elif positions is not None:
-            if (
-                query_length is not None
-                and key_length is not None
-                and query_length != key_length
-            ):
-                raise ValueError(
-                    "`key_positions` is needed when `positions` is given and the "
-                    f"query and key lengths differ. Received: query length "
-                    f"{query_length}, key length {key_length}, key_positions=None"
-                )
-            key_positions = positions
+        key_positions = default_key_positions(
+            positions, key_positions, query_length, key_length
+        )
         query_positions = position_ids(
             ops.shape(query)[1], start_index, positions, dtype="int32"
         )

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_posenc.layers.attention_position import AttentionPosition
 from keras_posenc.layers.sinusoidal_position_encoding import (
     sinusoidal_inverse_frequencies,
 )
@@ -96,7 +97,7 @@ def rotate_feature_pairs(inputs, cos, sin, layout):
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
-class RotaryEmbedding(keras.layers.Layer):
+class RotaryEmbedding(AttentionPosition):
     """Rotary position embedding, RoPE (Su et al., 2021).
 
     Rotates each pair of features `(x_a, x_b)` of the token at position `p` by
@@ -148,8 +149,9 @@ class RotaryEmbedding(keras.layers.Layer):
         scaling_factor: float `>= 1`. The context extension factor; must be
             `1.0` when `scaling` is None. Defaults to `1.0`.
         original_max_length: int or None. The context length the model was
-            trained with; required by `"dynamic_ntk"` and `"yarn"`, ignored
-            otherwise. Defaults to `None`.
+            trained with; required by `"dynamic_ntk"` and `"yarn"` when the
+            layer is built (a ready model given the layer fills in its own
+            `max_length`), ignored otherwise. Defaults to `None`.
         **kwargs: other keyword arguments of `keras.layers.Layer`
             (`name`, `dtype`, ...).
 
@@ -229,11 +231,6 @@ class RotaryEmbedding(keras.layers.Layer):
                 f"Received: scaling_factor={scaling_factor!r}"
             )
         check_positive_int("original_max_length", original_max_length, allow_none=True)
-        if scaling in ("dynamic_ntk", "yarn") and original_max_length is None:
-            raise ValueError(
-                f'`original_max_length` is required with scaling="{scaling}". '
-                f"Received: original_max_length={original_max_length!r}"
-            )
         if scaling == "yarn" and max_wavelength <= 1.0:
             # YaRN's correction range divides by log(max_wavelength).
             raise ValueError(
@@ -274,7 +271,26 @@ class RotaryEmbedding(keras.layers.Layer):
             )
         return self.rotary_dim
 
+    def check_attention(self, num_heads, key_dim):
+        width = self.rotary_dim or key_dim
+        if width % 2 or width > key_dim:
+            raise ValueError(
+                f"{self.__class__.__name__} rotates pairs of features: the head "
+                f"size ({key_dim}) must be even, or `rotary_dim` an even width "
+                "at most the head size."
+            )
+
+    def rotate(self, inputs, positions, is_key=False):
+        return self(inputs, positions=positions)
+
     def build(self, input_shape):
+        if self.scaling in ("dynamic_ntk", "yarn") and self.original_max_length is None:
+            raise ValueError(
+                f'`original_max_length` is required with scaling="{self.scaling}" '
+                "(the ready models fill in their `max_length`, as HF transformers "
+                "defaults to `max_position_embeddings`). Received: "
+                "original_max_length=None"
+            )
         self.resolved_rotary_dim = self._resolve_rotary_dim(input_shape)
         width = self.resolved_rotary_dim
         if self.scaling == "yarn":

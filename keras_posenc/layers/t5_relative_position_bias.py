@@ -4,16 +4,13 @@ import keras
 from keras import ops
 
 from keras_posenc.layers.relative_bias_layer import RelativeBiasLayer
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_integer_tensor
 from keras_posenc.utils.validation import check_positive_int
 
 
 def _check_bucket_arguments(bidirectional, num_buckets, max_distance):
-    if not isinstance(bidirectional, bool):
-        raise ValueError(
-            "`bidirectional` must be a boolean. "
-            f"Received: bidirectional={bidirectional!r}"
-        )
+    check_bool("bidirectional", bidirectional)
     check_positive_int("num_buckets", num_buckets)
     check_positive_int("max_distance", max_distance)
     if bidirectional and (num_buckets % 2 or num_buckets < 4):

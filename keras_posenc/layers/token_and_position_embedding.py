@@ -1,12 +1,11 @@
 import keras
 from keras import ops
 
-from keras_posenc.layers.learned_position_embedding import LearnedPositionEmbedding
-from keras_posenc.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
+from keras_posenc import positions as position_schemes
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
-
-POSITION_TYPES = ("sinusoidal", "learned", "none")
+from keras_posenc.utils.validation import clone_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
@@ -23,16 +22,23 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         max_length: int. Rows of the learned position table. The sinusoidal
             encoding has no table and accepts any position.
         embedding_dim: int. Width of the token embedding.
-        position: `"sinusoidal"`, `"learned"` or `"none"`. Defaults to
+        position: `"sinusoidal"`, `"learned"`, `"sinusoidal_concat"`,
+            `"learned_concat"`, `"none"`, a config, or an absolute position
+            layer (`SinusoidalPositionEncoding`, `LearnedPositionEmbedding`
+            with `merge="add"` or `"concat"`), used as it is. Defaults to
             `"sinusoidal"`.
-        merge: `"add"` or `"concat"`. Defaults to `"add"`.
+        merge: `"add"`, `"concat"` or None. None means `"add"` for a name
+            (`"concat"` for a `_concat` name) and the layer's own for a
+            layer; a value that contradicts either raises.
         position_dim: int or None. Width of the position encoding with
-            `merge="concat"`; defaults to `embedding_dim`. Must be None or
-            `embedding_dim` with `"add"`.
+            `merge="concat"`; defaults to `embedding_dim` (to the layer's own
+            `output_dim` for a layer). Must be None or `embedding_dim` with
+            `"add"`.
         mask_zero: bool. Whether id 0 is padding; if True the layer returns a
             Keras mask `ids != 0`. Defaults to `False`.
-        max_wavelength: float. Longest wavelength of the sinusoidal encoding.
-            Defaults to `10000.0`.
+        max_wavelength: float or None. Longest wavelength of a sinusoidal
+            encoding given by name; None means `10000.0`. Must be None with a
+            layer (it has its own).
         embeddings_initializer: initializer of the token and learned position
             tables. Defaults to `"glorot_uniform"`.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
@@ -76,76 +82,107 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         max_length,
         embedding_dim,
         position="sinusoidal",
-        merge="add",
+        merge=None,
         position_dim=None,
         mask_zero=False,
-        max_wavelength=10000.0,
+        max_wavelength=None,
         embeddings_initializer="glorot_uniform",
         **kwargs,
     ):
+        if "sequence_length" in kwargs:
+            raise TypeError(
+                "TokenAndPositionEmbedding takes `max_length` (the rows of the "
+                "learned table), not keras-hub's `sequence_length`. Received: "
+                f"sequence_length={kwargs['sequence_length']!r}"
+            )
         check_positive_int("vocabulary_size", vocabulary_size)
         check_positive_int("max_length", max_length)
         check_positive_int("embedding_dim", embedding_dim)
-        check_one_of("position", position, POSITION_TYPES)
-        check_one_of("merge", merge, ("add", "concat"))
+        check_one_of("merge", merge, ("add", "concat", None))
         check_positive_int("position_dim", position_dim, allow_none=True)
+        check_bool("mask_zero", mask_zero)
+        super().__init__(**kwargs)
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        position_layer = self._position_layer(
+            position, merge, position_dim, max_wavelength, max_length
+        )
+        if position_layer is not None:
+            merge, position_dim = position_layer.merge, position_layer.output_dim
+        merge = merge or "add"
         if merge == "add" and position_dim not in (None, embedding_dim):
             raise ValueError(
                 'With merge="add", `position_dim` must be None or equal to '
                 f"`embedding_dim` ({embedding_dim}). Received: "
                 f"position_dim={position_dim}"
             )
-        if not isinstance(mask_zero, bool):
-            raise ValueError(
-                f"`mask_zero` must be a bool. Received: mask_zero={mask_zero!r}"
-            )
-        super().__init__(**kwargs)
         self.vocabulary_size = int(vocabulary_size)
         self.max_length = int(max_length)
         self.embedding_dim = int(embedding_dim)
-        self.position = position
+        # A name stays a name in the config; a layer or config is serialized.
+        self.position = position if isinstance(position, str) else None
         self.merge = merge
         self.position_dim = position_dim
         self.mask_zero = mask_zero
         self.max_wavelength = max_wavelength
-        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.supports_masking = mask_zero
 
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size,
             embedding_dim,
-            embeddings_initializer=self._clone_initializer(),
+            embeddings_initializer=clone_initializer(self.embeddings_initializer),
             dtype=self.dtype_policy,
             name="token_embedding",
         )
-        if position == "sinusoidal":
-            self.position_embedding = SinusoidalPositionEncoding(
-                max_wavelength=max_wavelength,
-                merge=merge,
-                output_dim=position_dim,
-                dtype=self.dtype_policy,
-                name="position_embedding",
-            )
-        elif position == "learned":
-            self.position_embedding = LearnedPositionEmbedding(
-                max_length=max_length,
-                merge=merge,
-                output_dim=position_dim,
-                embeddings_initializer=self._clone_initializer(),
-                dtype=self.dtype_policy,
-                name="position_embedding",
-            )
-        else:
-            self.position_embedding = None
+        self.position_embedding = position_layer
 
-    def _clone_initializer(self):
-        return self.embeddings_initializer.__class__.from_config(
-            self.embeddings_initializer.get_config()
-        )
+    def _position_layer(
+        self, position, merge, position_dim, max_wavelength, max_length
+    ):
+        """The absolute position layer for `position`, or None for `"none"`."""
+        if isinstance(position, str) and position in position_schemes.ABSOLUTE_NAMES:
+            kind, _, name_merge = position.partition("_")
+            if name_merge and merge not in (None, name_merge):
+                raise ValueError(
+                    f"`merge` contradicts position={position!r}. Received: "
+                    f"merge={merge!r}"
+                )
+            config = {"merge": merge or name_merge or "add", "output_dim": position_dim}
+            if kind == "sinusoidal":
+                config["max_wavelength"] = (
+                    10000.0 if max_wavelength is None else max_wavelength
+                )
+            else:
+                config["embeddings_initializer"] = clone_initializer(
+                    self.embeddings_initializer
+                )
+            return position_schemes.get(
+                {"class_name": position, "config": config},
+                max_length=max_length,
+                dtype=self.dtype_policy,
+                name="position_embedding",
+            )
+        layer = position_schemes.get_absolute(position, max_length=max_length)
+        if layer is None:
+            return None
+        for name, value, own in (
+            ("merge", merge, layer.merge),
+            ("position_dim", position_dim, layer.output_dim),
+        ):
+            if value is not None and value != own:
+                raise ValueError(
+                    f"`{name}` contradicts the position layer's own ({own!r}); "
+                    f"leave it None with a layer. Received: {name}={value!r}"
+                )
+        if max_wavelength is not None:
+            raise ValueError(
+                "`max_wavelength` belongs to the position layer; leave it None "
+                f"with a layer. Received: max_wavelength={max_wavelength!r}"
+            )
+        return layer
 
     @property
     def output_dim(self):
-        if self.position != "none" and self.merge == "concat":
+        if self.position_embedding is not None and self.merge == "concat":
             return self.embedding_dim + (self.position_dim or self.embedding_dim)
         return self.embedding_dim
 
@@ -197,7 +234,8 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 "vocabulary_size": self.vocabulary_size,
                 "max_length": self.max_length,
                 "embedding_dim": self.embedding_dim,
-                "position": self.position,
+                "position": self.position
+                or position_schemes.serialize(self.position_embedding),
                 "merge": self.merge,
                 "position_dim": self.position_dim,
                 "mask_zero": self.mask_zero,

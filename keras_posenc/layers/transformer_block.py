@@ -2,16 +2,18 @@
 
 import keras
 
+from keras_posenc import positions as position_schemes
 from keras_posenc.layers.feed_forward import FeedForward
-from keras_posenc.layers.positional_multi_head_attention import ATTENTION_POSITIONS
 from keras_posenc.layers.positional_multi_head_attention import (
     PositionalMultiHeadAttention,
 )
 from keras_posenc.utils.masks import check_padding_mask
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_positive_float
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
+from keras_posenc.utils.validation import clone_initializer
 
 
 class TransformerBlock(keras.layers.Layer):
@@ -38,36 +40,31 @@ class TransformerBlock(keras.layers.Layer):
         check_positive_int("num_heads", num_heads)
         check_rate("dropout", dropout)
         check_positive_float("layer_norm_epsilon", layer_norm_epsilon)
-        if not isinstance(normalize_first, bool):
-            raise ValueError(
-                "`normalize_first` must be a bool. "
-                f"Received: normalize_first={normalize_first!r}"
-            )
-        if isinstance(position, dict):
-            position = keras.saving.deserialize_keras_object(position)
-        if not isinstance(position, keras.layers.Layer) and (
-            not isinstance(position, (str, type(None)))
-            or position not in ATTENTION_POSITIONS
-        ):
-            raise ValueError(
-                "`position` must be one of "
-                f"{[p for p in ATTENTION_POSITIONS if p]}, None or a position "
-                f"layer instance. Received: position={position!r}"
-            )
+        check_bool("normalize_first", normalize_first)
+        position_layer = position_schemes.get_attention(
+            position,
+            num_heads=num_heads,
+            causal=self.causal_position,
+            dtype=kwargs.get("dtype"),
+            name="position",
+        )
         super().__init__(**kwargs)
         self.intermediate_dim = int(intermediate_dim)
         self.num_heads = int(num_heads)
         self.dropout = float(dropout)
         self.activation = keras.activations.get(activation)
         self.normalize_first = normalize_first
-        self.position = position
+        # A name stays a name in the config; a layer or config is serialized.
+        self.position = position if isinstance(position, str) else None
+        self.position_layer = position_layer
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
 
-    def _clone(self, initializer):
-        return initializer.__class__.from_config(initializer.get_config())
+    # Whether the self-attention is causal, for schemes whose default form
+    # depends on it (T5's buckets): set by the subclasses.
+    causal_position = False
 
     def check_input_shape(self, name, shape):
         """Raises unless `shape` is `(batch, seq, hidden_dim)`, hidden_dim known."""
@@ -93,7 +90,18 @@ class TransformerBlock(keras.layers.Layer):
                 f"The width of the inputs ({hidden_dim}) must be divisible by "
                 f"`num_heads`. Received: num_heads={self.num_heads}"
             )
-        return hidden_dim // self.num_heads
+        head_dim = hidden_dim // self.num_heads
+        if self.position_layer is not None:
+            try:
+                self.position_layer.check_attention(self.num_heads, head_dim)
+            except ValueError as error:
+                position = self.position or self.position_layer.name
+                raise ValueError(
+                    f"The head size (inputs width {hidden_dim} / `num_heads`) "
+                    f"does not suit position={position!r}: {error} "
+                    f"Received: num_heads={self.num_heads}"
+                ) from None
+        return head_dim
 
     def make_attention(self, hidden_dim, position, name):
         return PositionalMultiHeadAttention(
@@ -101,8 +109,8 @@ class TransformerBlock(keras.layers.Layer):
             key_dim=self.check_hidden_dim(hidden_dim),
             position=position,
             dropout=self.dropout,
-            kernel_initializer=self._clone(self.kernel_initializer),
-            bias_initializer=self._clone(self.bias_initializer),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name=name,
         )
@@ -118,8 +126,8 @@ class TransformerBlock(keras.layers.Layer):
             self.intermediate_dim,
             activation=self.activation,
             dropout=self.dropout,
-            kernel_initializer=self._clone(self.kernel_initializer),
-            bias_initializer=self._clone(self.bias_initializer),
+            kernel_initializer=clone_initializer(self.kernel_initializer),
+            bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
             name="feed_forward",
         )
@@ -155,9 +163,6 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        position = self.position
-        if isinstance(position, keras.layers.Layer):
-            position = keras.saving.serialize_keras_object(position)
         config.update(
             {
                 "intermediate_dim": self.intermediate_dim,
@@ -165,7 +170,8 @@ class TransformerBlock(keras.layers.Layer):
                 "dropout": self.dropout,
                 "activation": keras.activations.serialize(self.activation),
                 "normalize_first": self.normalize_first,
-                "position": position,
+                "position": self.position
+                or position_schemes.serialize(self.position_layer),
                 "layer_norm_epsilon": self.layer_norm_epsilon,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer

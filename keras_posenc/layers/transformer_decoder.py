@@ -1,6 +1,5 @@
 import keras
 
-from keras_posenc.layers.t5_relative_position_bias import T5RelativePositionBias
 from keras_posenc.layers.transformer_block import TransformerBlock
 
 
@@ -30,9 +29,10 @@ class TransformerDecoder(TransformerBlock):
             Defaults to `"relu"`.
         normalize_first: bool. Pre-norm (`x + f(norm(x))`) if True, post-norm
             (`norm(x + f(x))`, the original Transformer) if False.
-        position: relative position scheme of the self-attention: `"rotary"`,
-            `"xpos"`, `"alibi"`, `"t5"`, `"shaw"`, `"none"`/None, or a position
-            layer instance (see `PositionalMultiHeadAttention`).
+        position: the self-attention's scheme: a name (`"rotary"`,
+            `"xpos"`, `"alibi"`, `"t5"`, `"shaw"`, `"none"`), None, a config,
+            or an `AttentionPosition` layer (see
+            `keras_posenc.positions.get`).
         layer_norm_epsilon: float. Epsilon of the layer normalizations.
         kernel_initializer, bias_initializer: initializers of the dense
             kernels and biases.
@@ -76,15 +76,7 @@ class TransformerDecoder(TransformerBlock):
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
     """
 
-    def _self_attention_position(self):
-        if self.position == "t5":
-            return T5RelativePositionBias(
-                num_heads=self.num_heads,
-                bidirectional=False,
-                dtype=self.dtype_policy,
-                name="position",
-            )
-        return self.position
+    causal_position = True
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         self.check_input_shape("decoder_sequence", decoder_sequence_shape)
@@ -92,7 +84,7 @@ class TransformerDecoder(TransformerBlock):
             self.check_input_shape("encoder_sequence", encoder_sequence_shape)
         hidden_dim = decoder_sequence_shape[-1]
         self.self_attention = self.make_attention(
-            hidden_dim, self._self_attention_position(), "self_attention"
+            hidden_dim, self.position_layer, "self_attention"
         )
         self.self_attention.build(decoder_sequence_shape, decoder_sequence_shape)
         self.self_attention_norm = self.make_norm("self_attention_norm")

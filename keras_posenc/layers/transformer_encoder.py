@@ -21,9 +21,10 @@ class TransformerEncoder(TransformerBlock):
             Defaults to `"relu"`.
         normalize_first: bool. Pre-norm (`x + f(norm(x))`) if True, post-norm
             (`norm(x + f(x))`, the original Transformer) if False.
-        position: relative position scheme of the self-attention: `"rotary"`,
-            `"xpos"`, `"alibi"`, `"t5"`, `"shaw"`, `"none"`/None, or a position
-            layer instance (see `PositionalMultiHeadAttention`).
+        position: the self-attention's scheme: a name (`"rotary"`,
+            `"xpos"`, `"alibi"`, `"t5"`, `"shaw"`, `"none"`), None, a config,
+            or an `AttentionPosition` layer (see
+            `keras_posenc.positions.get`).
         layer_norm_epsilon: float. Epsilon of the layer normalizations.
         kernel_initializer, bias_initializer: initializers of the dense
             kernels and biases.
@@ -65,7 +66,7 @@ class TransformerEncoder(TransformerBlock):
         self.check_input_shape("inputs", inputs_shape)
         hidden_dim = inputs_shape[-1]
         self.self_attention = self.make_attention(
-            hidden_dim, self.position, "self_attention"
+            hidden_dim, self.position_layer, "self_attention"
         )
         self.self_attention.build(inputs_shape, inputs_shape)
         self.self_attention_norm = self.make_norm("self_attention_norm")

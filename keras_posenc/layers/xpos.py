@@ -2,6 +2,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_posenc.layers.attention_position import AttentionPosition
 from keras_posenc.layers.rotary_embedding import RotaryEmbedding
 from keras_posenc.layers.rotary_embedding import rotate_feature_pairs
 from keras_posenc.utils.positions import check_positions_shape
@@ -22,7 +23,7 @@ def xpos_log_scales(feature_dim, gamma):
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
-class XPos(keras.layers.Layer):
+class XPos(AttentionPosition):
     """Extrapolatable position embedding, xPos (Sun et al., 2022).
 
     A rotary embedding with interleaved pairs (features `2i` and `2i + 1`, as
@@ -126,6 +127,17 @@ class XPos(keras.layers.Layer):
                 "feature_dim) with a known, even feature_dim (it rotates pairs "
                 f"of features). Received: inputs.shape={input_shape}"
             )
+
+    def check_attention(self, num_heads, key_dim):
+        if key_dim % 2:
+            raise ValueError(
+                f"XPos rotates pairs of features: the head size ({key_dim}) "
+                "must be even."
+            )
+
+    def rotate(self, inputs, positions, is_key=False):
+        # Keys are scaled down by the inverse of the queries' scale.
+        return self(inputs, positions=positions, downscale=is_key)
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)

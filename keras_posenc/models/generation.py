@@ -12,27 +12,17 @@ and a keras-hub sampler), which also runs inside a TensorFlow graph for
 import numpy as np
 from keras import ops
 
-from keras_posenc.models.model_arguments import check_bool
+from keras_posenc.utils.masks import MASKED_LOGIT
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import import_keras_hub
 
 SAMPLER_NAMES = ("greedy", "top_k", "top_p", "beam")
 
 
-def import_keras_hub():
-    try:
-        import keras_hub
-    except ImportError as error:
-        raise ImportError(
-            "`generate()` samples with keras-hub's samplers, and keras-hub is "
-            "not installed. Install it with `pip install keras-hub` (or "
-            "`pip install keras-posenc[dev]`)."
-        ) from error
-    return keras_hub
-
-
 def get_sampler(sampler):
     """A keras-hub `Sampler` from a name in `SAMPLER_NAMES` or an instance."""
-    keras_hub = import_keras_hub()
+    keras_hub = import_keras_hub("`generate()` (keras-hub's samplers)")
     if isinstance(sampler, keras_hub.samplers.Sampler):
         return sampler
     if not isinstance(sampler, str) or sampler not in SAMPLER_NAMES:
@@ -111,7 +101,7 @@ def suppress_padding(logits):
     """
     logits = ops.cast(logits, "float32")
     is_padding = ops.expand_dims(ops.arange(ops.shape(logits)[-1]) == 0, 0)
-    return ops.where(is_padding, -1e9, logits)
+    return ops.where(is_padding, MASKED_LOGIT, logits)
 
 
 def clear_after_stop(token_ids, prompt_mask, stop_token_id):

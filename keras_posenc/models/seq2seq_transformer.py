@@ -1,24 +1,15 @@
 import keras
-import numpy as np
 from keras import ops
 
-from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from keras_posenc.layers.transformer_decoder import TransformerDecoder
 from keras_posenc.layers.transformer_encoder import TransformerEncoder
-from keras_posenc.models.generation import check_generate_arguments
-from keras_posenc.models.generation import clear_after_stop
-from keras_posenc.models.generation import get_sampler
 from keras_posenc.models.generation import right_padded_ids
-from keras_posenc.models.generation import suppress_padding
-from keras_posenc.models.model_arguments import check_transformer_arguments
-from keras_posenc.models.position_schemes import attention_position
-from keras_posenc.models.position_schemes import embedding_arguments
-from keras_posenc.utils.validation import check_positive_int
-from keras_posenc.utils.validation import check_token_ids
+from keras_posenc.models.generative_transformer import GenerativeTransformer
+from keras_posenc.models.transformer_model import TransformerLayers
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
-class Seq2SeqTransformer(keras.Model):
+class Seq2SeqTransformer(GenerativeTransformer):
     """Encoder-decoder Transformer with a choice of position scheme.
 
     The encoder embeds the source ids (`TokenAndPositionEmbedding`) and runs
@@ -52,7 +43,11 @@ class Seq2SeqTransformer(keras.Model):
             Defaults to `128`.
         dropout: float in [0, 1). Dropout after the embeddings and inside the
             blocks. Defaults to `0.1`.
-        position: one of `keras_posenc.models.MODEL_POSITIONS`. Defaults to
+        position: a name in `keras_posenc.models.MODEL_POSITIONS`, a config
+            (`{"class_name": name, "config": {...}}` or a layer config), or a
+            layer: an absolute scheme goes to the token embedding, an
+            `AttentionPosition` to every self-attention (each block gets its
+            own copy; see `keras_posenc.positions.get`). Defaults to
             `"sinusoidal"`, the original Transformer's.
         normalize_first: bool. Pre-norm blocks and a final layer
             normalization on each side if True; post-norm blocks (the original
@@ -101,67 +96,17 @@ class Seq2SeqTransformer(keras.Model):
         normalize_first=False,
         **kwargs,
     ):
-        check_transformer_arguments(
-            vocabulary_size,
-            max_length,
-            hidden_dim,
-            num_layers,
-            num_heads,
-            intermediate_dim,
-            dropout,
-            position,
-            normalize_first,
-        )
         dtype = kwargs.pop("dtype", None)
-
-        def embedding(name):
-            return TokenAndPositionEmbedding(
-                vocabulary_size=vocabulary_size,
-                max_length=max_length,
-                mask_zero=True,
-                dtype=dtype,
-                name=name,
-                **embedding_arguments(position, hidden_dim),
-            )
-
-        def block_arguments(name):
-            return {
-                "intermediate_dim": intermediate_dim,
-                "num_heads": num_heads,
-                "dropout": dropout,
-                "normalize_first": normalize_first,
-                "position": attention_position(position),
-                "dtype": dtype,
-                "name": name,
-            }
-
-        def final_norm(name):
-            if not normalize_first:
-                return None
-            return keras.layers.LayerNormalization(epsilon=1e-5, dtype=dtype, name=name)
-
-        # The layers are created before `super().__init__` (the functional
-        # graph needs them) and assigned as attributes after it (PyTorch
-        # modules cannot be assigned earlier).
-        encoder_embedding = embedding("encoder_embedding")
-        encoder_embedding_dropout = keras.layers.Dropout(
-            dropout, dtype=dtype, name="encoder_embedding_dropout"
-        )
-        encoder_layers = [
-            TransformerEncoder(**block_arguments(f"encoder_layer_{index}"))
-            for index in range(num_layers)
-        ]
-        encoder_final_norm = final_norm("encoder_final_norm")
-        decoder_embedding = embedding("decoder_embedding")
-        decoder_embedding_dropout = keras.layers.Dropout(
-            dropout, dtype=dtype, name="decoder_embedding_dropout"
-        )
-        decoder_layers = [
-            TransformerDecoder(**block_arguments(f"decoder_layer_{index}"))
-            for index in range(num_layers)
-        ]
-        decoder_final_norm = final_norm("decoder_final_norm")
-        logits_dense = keras.layers.Dense(vocabulary_size, dtype=dtype, name="logits")
+        make = TransformerLayers.from_model_arguments(locals())
+        encoder_embedding = make.embedding("encoder_embedding")
+        encoder_embedding_dropout = make.dropout("encoder_embedding_dropout")
+        encoder_layers = make.blocks(TransformerEncoder, "encoder_layer")
+        encoder_final_norm = make.final_norm("encoder_final_norm")
+        decoder_embedding = make.embedding("decoder_embedding")
+        decoder_embedding_dropout = make.dropout("decoder_embedding_dropout")
+        decoder_layers = make.blocks(TransformerDecoder, "decoder_layer")
+        decoder_final_norm = make.final_norm("decoder_final_norm")
+        logits_dense = make.dense(vocabulary_size, "logits")
 
         encoder_token_ids = keras.Input(
             shape=(None,), dtype="int32", name="encoder_token_ids"
@@ -205,16 +150,10 @@ class Seq2SeqTransformer(keras.Model):
         self.decoder_layers = decoder_layers
         self.decoder_final_norm = decoder_final_norm
         self.logits_dense = logits_dense
-
-        self.vocabulary_size = int(vocabulary_size)
-        self.max_length = int(max_length)
-        self.hidden_dim = int(hidden_dim)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = int(intermediate_dim)
-        self.dropout = float(dropout)
-        self.position = position
-        self.normalize_first = normalize_first
+        self.set_arguments(
+            dtype=dtype,
+            **make.arguments,
+        )
 
     def encode(self, encoder_token_ids):
         """`(batch, S, hidden_dim)` encoder outputs for right-padded source ids."""
@@ -225,10 +164,6 @@ class Seq2SeqTransformer(keras.Model):
         if self.encoder_final_norm is not None:
             x = self.encoder_final_norm(x)
         return x
-
-    def call(self, inputs, training=None, mask=None):
-        check_token_ids(inputs)
-        return super().call(inputs, training=training, mask=mask)
 
     def call_with_cache(
         self,
@@ -255,135 +190,36 @@ class Seq2SeqTransformer(keras.Model):
             updated cache.
         """
         x = self.decoder_embedding(decoder_token_ids, start_index=cache_update_index)
-        # In the cache every slot up to the query is a real token (later
-        # slots are hidden by the causal mask), so no padding mask is used.
-        no_padding = ops.ones(ops.shape(decoder_token_ids), dtype="bool")
-        caches = []
-        for index, layer in enumerate(self.decoder_layers):
-            x, layer_cache = layer(
-                x,
-                encoder_outputs,
-                decoder_padding_mask=no_padding,
-                encoder_padding_mask=encoder_padding_mask,
-                self_attention_cache=cache[:, index],
-                self_attention_cache_update_index=cache_update_index,
-                training=False,
-            )
-            caches.append(layer_cache)
-        if self.decoder_final_norm is not None:
-            x = self.decoder_final_norm(x)
-        return self.logits_dense(x), x, ops.stack(caches, axis=1)
-
-    def generate(
-        self,
-        encoder_token_ids,
-        max_length=None,
-        sampler="greedy",
-        start_token_id=1,
-        stop_token_id=None,
-        use_cache=True,
-    ):
-        """Decodes targets for right-padded sources with a keras-hub sampler.
-
-        The decoder starts from `start_token_id`; the source is encoded once.
-        keras-hub is needed here only.
-
-        Args:
-            encoder_token_ids: int array, tensor or list of lists `(batch, S)`
-                of sources right-padded with 0.
-            max_length: int. Length of the output, start token included; at
-                most the model's `max_length`, its default.
-            sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
-                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
-                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
-                Defaults to `"greedy"`.
-            start_token_id: int. First decoder token. Defaults to `1`.
-            stop_token_id: int or None. Generation stops once every sequence
-                has produced it; later ids are set to 0.
-            use_cache: bool. Decode with the key/value cache (one token per
-                step) if True, else rerun the whole model at each step (the
-                slow reference). Defaults to `True`.
-
-        Returns:
-            Numpy int32 array `(batch, max_length)` starting with
-            `start_token_id`.
-        """
-        max_length = check_generate_arguments(
-            max_length, self.max_length, stop_token_id, use_cache
+        return self.decode_with_cache(
+            self.decoder_layers,
+            x,
+            cache,
+            cache_update_index,
+            self.decoder_final_norm,
+            encoder_sequence=encoder_outputs,
+            encoder_padding_mask=encoder_padding_mask,
         )
-        for name, value in (
-            ("start_token_id", start_token_id),
-            ("stop_token_id", stop_token_id),
-        ):
-            if value is None:
-                continue
-            check_positive_int(name, value)
-            if value >= self.vocabulary_size:
-                raise ValueError(
-                    f"`{name}` must be below vocabulary_size={self.vocabulary_size}."
-                    f" Received: {name}={value}"
-                )
+
+    def _generation_inputs(self, inputs, max_length, start_token_id):
         if max_length < 2:
             raise ValueError(
                 "`max_length` must be at least 2 (the start token and one "
                 f"generated token). Received: max_length={max_length}"
             )
-        get_sampler(sampler)
         source, lengths = right_padded_ids(
-            "encoder_token_ids", encoder_token_ids, self.vocabulary_size
+            "encoder_token_ids", inputs, self.vocabulary_size
         )
         if lengths.max() > self.max_length:
             raise ValueError(
                 f"`encoder_token_ids` holds a source of {lengths.max()} tokens, "
                 f"longer than the model's max_length={self.max_length}."
             )
-        output = self.generate_step(
-            ops.convert_to_tensor(source[:, : lengths.max()], dtype="int32"),
-            max_length,
-            sampler=sampler,
-            start_token_id=start_token_id,
-            stop_token_id=stop_token_id,
-            use_cache=use_cache,
-        )
-        return np.asarray(ops.convert_to_numpy(output)).astype("int32")
+        return source[:, : lengths.max()]
 
-    def generate_step(
-        self,
-        encoder_token_ids,
-        max_length,
-        sampler="greedy",
-        start_token_id=1,
-        stop_token_id=None,
-        use_cache=True,
-    ):
-        """Tensor-only core of `generate()`, also traced into serving graphs.
-
-        Unlike `generate()`, it checks nothing, so that it runs inside a
-        `tf.function`.
-
-        Args:
-            encoder_token_ids: int tensor `(batch, S)` of sources right-padded
-                with 0, `S` at most the model's `max_length`.
-            max_length: int. Length of the output, start token included; at
-                most the model's `max_length`.
-            sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
-                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
-                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
-                Defaults to `"greedy"`.
-            start_token_id: int. First decoder token. Defaults to `1`.
-            stop_token_id: int or None. Generation stops once every sequence
-                has produced it; later ids are set to 0.
-            use_cache: bool. Decode with the key/value cache if True.
-                Defaults to `True`.
-
-        Returns:
-            Int32 tensor `(batch, max_length)` starting with `start_token_id`.
-        """
-        sampler = get_sampler(sampler)
-        source = ops.cast(encoder_token_ids, "int32")
-        batch_size = ops.shape(source)[0]
+    def _generation_prompt(self, inputs, max_length, start_token_id):
+        max_length = self.max_length if max_length is None else max_length
+        start_token_id = 1 if start_token_id is None else start_token_id
+        batch_size = ops.shape(inputs)[0]
         token_ids = ops.concatenate(
             [
                 ops.full((batch_size, 1), start_token_id, dtype="int32"),
@@ -391,77 +227,26 @@ class Seq2SeqTransformer(keras.Model):
             ],
             axis=1,
         )
-        prompt_mask = ops.not_equal(token_ids, 0)
+        return token_ids, 1, inputs
 
+    def _initial_cache(self, token_ids, source):
         # The encoder outputs ride in the sampler's cache, so that beam search
         # repeats and reorders them with the beams (as keras-hub's BART does).
-        if use_cache:
-            encoder_padding_mask = ops.not_equal(source, 0)
-            encoder_outputs = self.encode(source)
-            head_dim = self.hidden_dim // self.num_heads
-            cache = ops.zeros(
-                (batch_size, self.num_layers, 2, max_length, self.num_heads, head_dim),
-                dtype=self.compute_dtype,
-            )
-            _, hidden_states, cache = self.call_with_cache(
-                token_ids, cache, 0, encoder_outputs, encoder_padding_mask
-            )
-            cache = (cache, encoder_outputs, encoder_padding_mask)
-
-            def next(prompt, cache, index):
-                cache, encoder_outputs, encoder_padding_mask = cache
-                token = ops.slice(prompt, [0, index - 1], [ops.shape(prompt)[0], 1])
-                logits, hidden_states, cache = self.call_with_cache(
-                    token, cache, index - 1, encoder_outputs, encoder_padding_mask
-                )
-                return (
-                    suppress_padding(ops.squeeze(logits, axis=1)),
-                    ops.squeeze(hidden_states, axis=1),
-                    (cache, encoder_outputs, encoder_padding_mask),
-                )
-
-        else:
-            hidden_states, cache = None, (source,)
-
-            def next(prompt, cache, index):
-                inputs = {"encoder_token_ids": cache[0], "decoder_token_ids": prompt}
-                logits = self(inputs, training=False)
-                logits = ops.slice(
-                    logits,
-                    [0, index - 1, 0],
-                    [ops.shape(prompt)[0], 1, self.vocabulary_size],
-                )
-                return suppress_padding(ops.squeeze(logits, axis=1)), None, cache
-
-        output = sampler(
-            next=next,
-            prompt=token_ids,
-            cache=cache,
-            index=1,
-            mask=prompt_mask,
-            stop_token_ids=None if stop_token_id is None else (stop_token_id,),
-            hidden_states=hidden_states,
-            model=self,
+        encoder_padding_mask = ops.not_equal(source, 0)
+        encoder_outputs = self.encode(source)
+        cache = self.empty_cache(ops.shape(token_ids)[0], ops.shape(token_ids)[1])
+        _, hidden_states, cache = self.call_with_cache(
+            token_ids, cache, 0, encoder_outputs, encoder_padding_mask
         )
-        return clear_after_stop(ops.cast(output, "int32"), prompt_mask, stop_token_id)
+        return hidden_states, (cache, encoder_outputs, encoder_padding_mask)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "vocabulary_size": self.vocabulary_size,
-                "max_length": self.max_length,
-                "hidden_dim": self.hidden_dim,
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout,
-                "position": self.position,
-                "normalize_first": self.normalize_first,
-            }
+    def _cached_logits(self, token, cache, index):
+        cache, encoder_outputs, encoder_padding_mask = cache
+        logits, hidden_states, cache = self.call_with_cache(
+            token, cache, index, encoder_outputs, encoder_padding_mask
         )
-        return config
+        return logits, hidden_states, (cache, encoder_outputs, encoder_padding_mask)
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def _full_logits(self, token_ids, source):
+        inputs = {"encoder_token_ids": source, "decoder_token_ids": token_ids}
+        return self(inputs, training=False)

@@ -1,20 +1,17 @@
 import keras
 from keras import ops
 
-from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from keras_posenc.layers.transformer_encoder import TransformerEncoder
-from keras_posenc.models.model_arguments import check_transformer_arguments
-from keras_posenc.models.position_schemes import attention_position
-from keras_posenc.models.position_schemes import embedding_arguments
+from keras_posenc.models.transformer_model import TransformerLayers
+from keras_posenc.models.transformer_model import TransformerModel
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
-from keras_posenc.utils.validation import check_token_ids
 
 POOLING_TYPES = ("mean", "first")
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
-class TransformerClassifier(keras.Model):
+class TransformerClassifier(TransformerModel):
     """Transformer encoder that classifies token sequences, with any position scheme.
 
     Token ids go through a `TokenAndPositionEmbedding` (id 0 is padding),
@@ -50,8 +47,11 @@ class TransformerClassifier(keras.Model):
             Defaults to `128`.
         dropout: float in [0, 1). Dropout in the encoder blocks and before the
             classification head. Defaults to `0.1`.
-        position: str. Position scheme, one of
-            `keras_posenc.models.MODEL_POSITIONS`. Defaults to `"sinusoidal"`.
+        position: a name in `keras_posenc.models.MODEL_POSITIONS`, a config
+            (`{"class_name": name, "config": {...}}` or a layer config), or a
+            layer: an absolute scheme goes to the token embedding, an
+            `AttentionPosition` to every self-attention (each block gets its
+            own copy; see `keras_posenc.positions.get`). Defaults to `"sinusoidal"`.
         normalize_first: bool. Pre-norm blocks followed by a final layer
             normalization if True, post-norm blocks (the original Transformer)
             if False. Defaults to `False`.
@@ -103,17 +103,6 @@ class TransformerClassifier(keras.Model):
         activation="softmax",
         **kwargs,
     ):
-        check_transformer_arguments(
-            vocabulary_size,
-            max_length,
-            hidden_dim,
-            num_layers,
-            num_heads,
-            intermediate_dim,
-            dropout,
-            position,
-            normalize_first,
-        )
         check_positive_int("num_classes", num_classes)
         check_one_of("pooling", pooling, POOLING_TYPES)
         try:
@@ -123,34 +112,16 @@ class TransformerClassifier(keras.Model):
                 "`activation` must be an activation name, function or None. "
                 f"Received: activation={activation!r}"
             ) from error
+        dtype = kwargs.pop("dtype", None)
 
         # === Layers ===
-        embedding = TokenAndPositionEmbedding(
-            vocabulary_size=vocabulary_size,
-            max_length=max_length,
-            mask_zero=True,
-            name="embedding",
-            **embedding_arguments(position, hidden_dim),
-        )
-        encoder_layers = [
-            TransformerEncoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                normalize_first=normalize_first,
-                position=attention_position(position),
-                name=f"transformer_layer_{index}",
-            )
-            for index in range(num_layers)
-        ]
-        final_norm = (
-            keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
-            if normalize_first
-            else None
-        )
-        pooled_dropout = keras.layers.Dropout(dropout, name="pooled_dropout")
-        head = keras.layers.Dense(
-            num_classes, activation=head_activation, name="classification_head"
+        make = TransformerLayers.from_model_arguments(locals())
+        embedding = make.embedding("embedding")
+        encoder_layers = make.blocks(TransformerEncoder, "transformer_layer")
+        final_norm = make.final_norm("final_norm")
+        pooled_dropout = make.dropout("pooled_dropout")
+        head = make.dense(
+            num_classes, "classification_head", activation=head_activation
         )
 
         # === Functional model ===
@@ -171,46 +142,14 @@ class TransformerClassifier(keras.Model):
             count = ops.sum(ops.cast(mask, x.dtype), axis=1)  # (batch, 1)
             pooled = summed / ops.maximum(count, ops.ones_like(count))
         outputs = head(pooled_dropout(pooled))
-        super().__init__(inputs=token_ids, outputs=outputs, **kwargs)
+        super().__init__(inputs=token_ids, outputs=outputs, dtype=dtype, **kwargs)
 
-        # === Config ===
-        self.vocabulary_size = int(vocabulary_size)
-        self.num_classes = int(num_classes)
-        self.max_length = int(max_length)
-        self.hidden_dim = int(hidden_dim)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = int(intermediate_dim)
-        self.dropout = float(dropout)
-        self.position = position
-        self.normalize_first = normalize_first
-        self.pooling = pooling
-        self.activation = keras.activations.serialize(head_activation)
         self.embedding = embedding
         self.encoder_layers = encoder_layers
-
-    def call(self, inputs, training=None, mask=None):
-        check_token_ids(inputs)
-        return super().call(inputs, training=training, mask=mask)
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "vocabulary_size": self.vocabulary_size,
-            "num_classes": self.num_classes,
-            "max_length": self.max_length,
-            "hidden_dim": self.hidden_dim,
-            "num_layers": self.num_layers,
-            "num_heads": self.num_heads,
-            "intermediate_dim": self.intermediate_dim,
-            "dropout": self.dropout,
-            "position": self.position,
-            "normalize_first": self.normalize_first,
-            "pooling": self.pooling,
-            "activation": self.activation,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self.set_arguments(
+            dtype=dtype,
+            **make.arguments,
+            num_classes=int(num_classes),
+            pooling=pooling,
+            activation=keras.activations.serialize(head_activation),
+        )

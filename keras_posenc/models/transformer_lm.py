@@ -1,23 +1,15 @@
 import keras
-import numpy as np
 from keras import ops
 
-from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from keras_posenc.layers.transformer_decoder import TransformerDecoder
-from keras_posenc.models.generation import check_generate_arguments
-from keras_posenc.models.generation import clear_after_stop
-from keras_posenc.models.generation import get_sampler
 from keras_posenc.models.generation import pad_to
 from keras_posenc.models.generation import right_padded_ids
-from keras_posenc.models.generation import suppress_padding
-from keras_posenc.models.model_arguments import check_transformer_arguments
-from keras_posenc.models.position_schemes import attention_position
-from keras_posenc.models.position_schemes import embedding_arguments
-from keras_posenc.utils.validation import check_token_ids
+from keras_posenc.models.generative_transformer import GenerativeTransformer
+from keras_posenc.models.transformer_model import TransformerLayers
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
-class TransformerLM(keras.Model):
+class TransformerLM(GenerativeTransformer):
     """Decoder-only Transformer language model with a choice of position scheme.
 
     Token ids go through a `TokenAndPositionEmbedding`, `num_layers` causal
@@ -47,7 +39,11 @@ class TransformerLM(keras.Model):
             Defaults to `128`.
         dropout: float in [0, 1). Dropout after the embedding and inside the
             blocks. Defaults to `0.1`.
-        position: one of `keras_posenc.models.MODEL_POSITIONS`. Defaults to
+        position: a name in `keras_posenc.models.MODEL_POSITIONS`, a config
+            (`{"class_name": name, "config": {...}}` or a layer config), or a
+            layer: an absolute scheme goes to the token embedding, an
+            `AttentionPosition` to every self-attention (each block gets its
+            own copy; see `keras_posenc.positions.get`). Defaults to
             `"rotary"`, the scheme of most current decoder-only models.
         normalize_first: bool. Pre-norm blocks and a final layer
             normalization if True, post-norm blocks otherwise. Defaults to
@@ -93,52 +89,13 @@ class TransformerLM(keras.Model):
         normalize_first=True,
         **kwargs,
     ):
-        check_transformer_arguments(
-            vocabulary_size,
-            max_length,
-            hidden_dim,
-            num_layers,
-            num_heads,
-            intermediate_dim,
-            dropout,
-            position,
-            normalize_first,
-        )
         dtype = kwargs.pop("dtype", None)
-        # The layers are created before `super().__init__` (the functional
-        # graph needs them) and assigned as attributes after it (PyTorch
-        # modules cannot be assigned earlier).
-        embedding = TokenAndPositionEmbedding(
-            vocabulary_size=vocabulary_size,
-            max_length=max_length,
-            mask_zero=True,
-            dtype=dtype,
-            name="embedding",
-            **embedding_arguments(position, hidden_dim),
-        )
-        embedding_dropout = keras.layers.Dropout(
-            dropout, dtype=dtype, name="embedding_dropout"
-        )
-        decoder_layers = [
-            TransformerDecoder(
-                intermediate_dim=intermediate_dim,
-                num_heads=num_heads,
-                dropout=dropout,
-                normalize_first=normalize_first,
-                position=attention_position(position),
-                dtype=dtype,
-                name=f"decoder_layer_{index}",
-            )
-            for index in range(num_layers)
-        ]
-        final_norm = (
-            keras.layers.LayerNormalization(
-                epsilon=1e-5, dtype=dtype, name="final_norm"
-            )
-            if normalize_first
-            else None
-        )
-        logits_dense = keras.layers.Dense(vocabulary_size, dtype=dtype, name="logits")
+        make = TransformerLayers.from_model_arguments(locals())
+        embedding = make.embedding("embedding")
+        embedding_dropout = make.dropout("embedding_dropout")
+        decoder_layers = make.blocks(TransformerDecoder, "decoder_layer")
+        final_norm = make.final_norm("final_norm")
+        logits_dense = make.dense(vocabulary_size, "logits")
 
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         padding_mask = ops.not_equal(token_ids, 0)
@@ -155,20 +112,10 @@ class TransformerLM(keras.Model):
         self.decoder_layers = decoder_layers
         self.final_norm = final_norm
         self.logits_dense = logits_dense
-
-        self.vocabulary_size = int(vocabulary_size)
-        self.max_length = int(max_length)
-        self.hidden_dim = int(hidden_dim)
-        self.num_layers = int(num_layers)
-        self.num_heads = int(num_heads)
-        self.intermediate_dim = int(intermediate_dim)
-        self.dropout = float(dropout)
-        self.position = position
-        self.normalize_first = normalize_first
-
-    def call(self, inputs, training=None, mask=None):
-        check_token_ids(inputs)
-        return super().call(inputs, training=training, mask=mask)
+        self.set_arguments(
+            dtype=dtype,
+            **make.arguments,
+        )
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
         """Runs `token_ids` at `cache_update_index` with a key/value cache.
@@ -187,177 +134,45 @@ class TransformerLM(keras.Model):
             updated cache.
         """
         x = self.embedding(token_ids, start_index=cache_update_index)
-        # In the cache every slot up to the query is a real token (later
-        # slots are hidden by the causal mask), so no padding mask is used.
-        no_padding = ops.ones(ops.shape(token_ids), dtype="bool")
-        caches = []
-        for index, layer in enumerate(self.decoder_layers):
-            x, layer_cache = layer(
-                x,
-                decoder_padding_mask=no_padding,
-                self_attention_cache=cache[:, index],
-                self_attention_cache_update_index=cache_update_index,
-                training=False,
-            )
-            caches.append(layer_cache)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return self.logits_dense(x), x, ops.stack(caches, axis=1)
+        return self.decode_with_cache(
+            self.decoder_layers, x, cache, cache_update_index, self.final_norm
+        )
 
     def build_cache(self, token_ids):
         """`(hidden_states, cache)` after one cached pass over `token_ids`."""
-        batch_size, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
-        head_dim = self.hidden_dim // self.num_heads
-        shape = (batch_size, self.num_layers, 2, length, self.num_heads, head_dim)
-        cache = ops.zeros(shape, dtype=self.compute_dtype)
+        cache = self.empty_cache(ops.shape(token_ids)[0], ops.shape(token_ids)[1])
         _, hidden_states, cache = self.call_with_cache(token_ids, cache, 0)
         return hidden_states, cache
 
-    def generate(
-        self,
-        prompt_ids,
-        max_length=None,
-        sampler="greedy",
-        stop_token_id=None,
-        use_cache=True,
-    ):
-        """Continues right-padded prompts with a keras-hub sampler.
-
-        Generation starts at the end of the shortest prompt; longer prompts
-        keep their own tokens until they end. keras-hub is needed here only.
-
-        Args:
-            prompt_ids: int array, tensor or list of lists `(batch, length)`
-                of prompts right-padded with 0.
-            max_length: int. Length of the output, prompt included; at most
-                the model's `max_length`, its default.
-            sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
-                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
-                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
-                Defaults to `"greedy"`.
-            stop_token_id: int or None. Generation stops once every sequence
-                has produced it; later ids are set to 0.
-            use_cache: bool. Decode with the key/value cache (one token per
-                step) if True, else rerun the whole model at each step (the
-                slow reference). Defaults to `True`.
-
-        Returns:
-            Numpy int32 array `(batch, max_length)`: prompts and continuations.
-        """
-        max_length = check_generate_arguments(
-            max_length, self.max_length, stop_token_id, use_cache
-        )
-        if stop_token_id is not None and stop_token_id >= self.vocabulary_size:
+    def _generation_inputs(self, inputs, max_length, start_token_id):
+        if start_token_id is not None:
             raise ValueError(
-                f"`stop_token_id` must be below vocabulary_size="
-                f"{self.vocabulary_size}. Received: stop_token_id={stop_token_id}"
+                "`start_token_id` applies to encoder-decoder models; a "
+                "TransformerLM continues its prompts. Received: "
+                f"start_token_id={start_token_id}"
             )
-        get_sampler(sampler)
-        prompt, lengths = right_padded_ids(
-            "prompt_ids", prompt_ids, self.vocabulary_size
-        )
+        prompt, lengths = right_padded_ids("prompt_ids", inputs, self.vocabulary_size)
         if lengths.max() > max_length:
             raise ValueError(
                 f"`prompt_ids` holds a prompt of {lengths.max()} tokens, longer "
                 f"than max_length={max_length}."
             )
-        prompt = pad_to(prompt[:, : lengths.max()], max_length)
-        output = self.generate_step(
-            ops.convert_to_tensor(prompt, dtype="int32"),
-            sampler=sampler,
-            stop_token_id=stop_token_id,
-            use_cache=use_cache,
-        )
-        return np.asarray(ops.convert_to_numpy(output)).astype("int32")
+        return pad_to(prompt[:, : lengths.max()], max_length)
 
-    def generate_step(
-        self, token_ids, sampler="greedy", stop_token_id=None, use_cache=True
-    ):
-        """Tensor-only core of `generate()`, also traced into serving graphs.
-
-        Unlike `generate()`, it checks nothing and takes the prompts already
-        padded to the output length, so that it runs inside a `tf.function`.
-
-        Args:
-            token_ids: int tensor `(batch, max_length)`: prompts of at least
-                one id, right-padded with 0 up to the output length (at most
-                the model's `max_length`).
-            sampler: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"` or a
-                `keras_hub.samplers.Sampler` instance. Names take keras-hub's
-                defaults (`top_k`: k=5; `top_p`: p=0.1, nearly greedy;
-                `beam`: 5 beams); pass e.g. `TopPSampler(p=0.9)` for others.
-                Defaults to `"greedy"`.
-            stop_token_id: int or None. Generation stops once every sequence
-                has produced it; later ids are set to 0.
-            use_cache: bool. Decode with the key/value cache if True.
-                Defaults to `True`.
-
-        Returns:
-            Int32 tensor `(batch, max_length)`: prompts and continuations.
-        """
-        sampler = get_sampler(sampler)
-        token_ids = ops.cast(token_ids, "int32")
-        prompt_mask = ops.not_equal(token_ids, 0)
+    def _generation_prompt(self, inputs, max_length, start_token_id):
+        width = inputs.shape[1]
+        if max_length is not None and width is not None and width < max_length:
+            inputs = ops.pad(inputs, [[0, 0], [0, max_length - width]])
         # Generation starts after the shortest prompt; the sampler leaves the
         # longer prompts' own ids in place.
-        index = ops.min(ops.sum(ops.cast(prompt_mask, "int32"), axis=1))
+        index = ops.min(ops.sum(ops.cast(ops.not_equal(inputs, 0), "int32"), axis=1))
+        return inputs, index, None
 
-        if use_cache:
-            hidden_states, cache = self.build_cache(token_ids)
+    def _initial_cache(self, token_ids, context):
+        return self.build_cache(token_ids)
 
-            def next(prompt, cache, index):
-                batch_size = ops.shape(prompt)[0]
-                token = ops.slice(prompt, [0, index - 1], [batch_size, 1])
-                logits, hidden_states, cache = self.call_with_cache(
-                    token, cache, index - 1
-                )
-                return (
-                    suppress_padding(ops.squeeze(logits, axis=1)),
-                    ops.squeeze(hidden_states, axis=1),
-                    cache,
-                )
+    def _cached_logits(self, token, cache, index):
+        return self.call_with_cache(token, cache, index)
 
-        else:
-            hidden_states, cache = None, None
-
-            def next(prompt, cache, index):
-                logits = self(prompt, training=False)
-                batch_size = ops.shape(prompt)[0]
-                logits = ops.slice(
-                    logits, [0, index - 1, 0], [batch_size, 1, self.vocabulary_size]
-                )
-                return suppress_padding(ops.squeeze(logits, axis=1)), None, cache
-
-        output = sampler(
-            next=next,
-            prompt=token_ids,
-            cache=cache,
-            index=index,
-            mask=prompt_mask,
-            stop_token_ids=None if stop_token_id is None else (stop_token_id,),
-            hidden_states=hidden_states,
-            model=self,
-        )
-        return clear_after_stop(ops.cast(output, "int32"), prompt_mask, stop_token_id)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "vocabulary_size": self.vocabulary_size,
-                "max_length": self.max_length,
-                "hidden_dim": self.hidden_dim,
-                "num_layers": self.num_layers,
-                "num_heads": self.num_heads,
-                "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout,
-                "position": self.position,
-                "normalize_first": self.normalize_first,
-            }
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def _full_logits(self, token_ids, context):
+        return self(token_ids, training=False)

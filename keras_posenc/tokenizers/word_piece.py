@@ -12,6 +12,7 @@ import os
 import keras
 
 from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import import_keras_hub
 
 # Ids 0-4. `[PAD]` must be 0: the models mask id 0 and the tokenizer pads with 0.
 RESERVED_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[SEP]")
@@ -19,14 +20,7 @@ TOKENIZER_CONFIG_FILENAME = "tokenizer.json"
 
 
 def _keras_hub():
-    try:
-        import keras_hub
-    except ImportError as error:
-        raise ImportError(
-            "The tokenizers need keras-hub (and tensorflow-text): "
-            "`pip install keras-posenc[notebooks]`."
-        ) from error
-    return keras_hub
+    return import_keras_hub("The tokenizers (keras-hub and tensorflow-text)")
 
 
 def fit_word_piece_tokenizer(

@@ -7,6 +7,13 @@ an explicit attention mask `[B, T, S]`; the merged mask is boolean
 
 from keras import ops
 
+# Added to the bias of masked slots before a fused kernel: large, yet finite
+# in float16 too, so a fully masked row stays finite.
+MASK_BIAS = -3e4
+# Logit of masked slots in float32 (explicit attention, samplers): softmax
+# gives them exactly zero weight.
+MASKED_LOGIT = -1e9
+
 
 def causal_mask(query_slots, key_length):
     """`[1, T, S]` bool mask, True where key slot `<=` query slot.

@@ -105,3 +105,30 @@ def position_ids(sequence_length, start_index=0, positions=None, dtype="int32"):
     if not (isinstance(start_index, numbers.Integral) and start_index == 0):
         ids = ids + ops.cast(start_index, "int32")
     return ops.cast(ids, dtype)
+
+
+def default_key_positions(positions, key_positions, query_length, key_length):
+    """The key positions a self-attention call means when only `positions` is given.
+
+    `key_positions` wins when given. Otherwise the keys of a self-attention
+    call are the query tokens, so they take `positions`; with neither, the
+    keys are at `0 ... S - 1` (returned as None: the caller uses `arange`).
+    Cross-attention (key length other than the query length) with `positions`
+    but no `key_positions` cannot be inferred, and raises.
+
+    Args:
+        positions: the call's query `positions`, or None.
+        key_positions: the call's `key_positions`, or None.
+        query_length, key_length: static lengths (None while unknown: the
+            check then cannot run).
+    """
+    if key_positions is not None or positions is None:
+        return key_positions
+    if None not in (query_length, key_length) and query_length != key_length:
+        raise ValueError(
+            "`key_positions` is needed when `positions` is given and the key "
+            f"length ({key_length}) differs from the query length "
+            f"({query_length}), as in cross-attention: the key positions "
+            "cannot be inferred. Received: key_positions=None"
+        )
+    return positions

@@ -24,6 +24,32 @@ def check_non_negative_int(name, value):
     return int(value)
 
 
+def check_bool(name, value):
+    """Returns `value` if it is a bool (not 0/1 or a string), else raises."""
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"`{name}` must be a boolean (True or False). Received: {name}={value!r}"
+        )
+    return value
+
+
+def clone_initializer(initializer):
+    """A fresh copy of a Keras initializer, so sublayers do not share its seed."""
+    return initializer.__class__.from_config(initializer.get_config())
+
+
+def import_keras_hub(purpose):
+    """`keras_hub`, or an `ImportError` saying what `purpose` needs it for."""
+    try:
+        import keras_hub
+    except ImportError as error:
+        raise ImportError(
+            f"{purpose} needs keras-hub, which is not installed. Install it "
+            "with `pip install keras-hub` (or `pip install keras-posenc[dev]`)."
+        ) from error
+    return keras_hub
+
+
 def check_positive_float(name, value):
     """Returns `value` as a float if it is a finite number > 0, else raises."""
     if (

@@ -41,6 +41,7 @@ MODEL_NAMES = ("TransformerClassifier", "TransformerLM", "Seq2SeqTransformer")
 # Which kinds apply to which target; the others do not exist for it (no
 # learned table, no mask argument, no scheme name, ...).
 REQUIRED = {
+    "AttentionPosition": {"scheme", "width"},
     "ALiBiBias": {"rank", "dtype", "width", "start_index", "positions", "argument"},
     "FeedForward": {"rank", "dtype", "argument"},
     "LearnedPositionEmbedding": {
@@ -455,8 +456,8 @@ def _():
     "scheme",
     "init",
     ValueError,
-    r"`position` must be one of \['sinusoidal', 'learned', 'none'\].*"
-    r"position='rope'",
+    r"`position` must be one of \['sinusoidal', 'sinusoidal_concat', 'learned', "
+    r"'learned_concat', 'none'\].*position='rope'",
     "position",
 )
 def _():
@@ -468,11 +469,41 @@ def _():
     "scheme",
     "init",
     ValueError,
-    r"`merge` must be one of \['add', 'concat'\].*merge=None",
+    r"`merge` must be one of \['add', 'concat', None\].*merge='sum'",
     "merge",
 )
 def _():
-    token_embedding(merge=None)
+    token_embedding(merge="sum")
+
+
+# === The attention protocol ===
+
+
+@case(
+    "AttentionPosition",
+    "scheme",
+    "init",
+    ValueError,
+    r"`position` must be one of \['sinusoidal'.*attention schemes belong.*"
+    r"position=<AttentionPosition",
+    "scheme-in-embedding",
+)
+def _():
+    token_embedding(position=layers.AttentionPosition())
+
+
+@case(
+    "AttentionPosition",
+    "width",
+    "init",
+    ValueError,
+    r"`key_dim` does not suit.*num_heads=2.*attention has num_heads=4",
+    "heads-of-scheme",
+)
+def _():
+    layers.PositionalMultiHeadAttention(
+        num_heads=4, key_dim=4, position=layers.T5RelativePositionBias(num_heads=2)
+    )
 
 
 # === Rotary and xPos ===
@@ -1040,7 +1071,7 @@ for _position in ("rotary", "xpos"):
         "width",
         "init",
         ValueError,
-        rf"`key_dim` must be even for position='{_position}'.*key_dim=5",
+        rf"`key_dim` does not suit position='{_position}'.*must be even.*key_dim=5",
         f"odd-key-dim-{_position}",
     )
     def _(position=_position):
@@ -1067,7 +1098,7 @@ def _():
     "scheme",
     "init",
     ValueError,
-    r"`position` must be one of \['rotary', 'xpos', 'alibi', 't5', 'shaw', "
+    r"`position` must be one of \['shaw', 't5', 'alibi', 'rotary', 'xpos', "
     r"'none'\].*position='rope'",
     "name",
 )
@@ -1319,7 +1350,7 @@ for _name, (_cls, _argument) in BLOCKS.items():
         "width",
         "symbolic",
         ValueError,
-        r"`key_dim` must be even for position='xpos'.*key_dim=3",
+        r"head size .*`num_heads`.*position='xpos'.*\(3\) must be even.*num_heads=2",
         "odd-head-dim",
     )
     def _(cls=_cls):
@@ -1331,8 +1362,8 @@ for _name, (_cls, _argument) in BLOCKS.items():
         "scheme",
         "init",
         ValueError,
-        r"`position` must be one of \['rotary', 'xpos', 'alibi', 't5', 'shaw', "
-        r"'none'\].*position='sinusoidal'",
+        r"`position` must be one of \['shaw', 't5', 'alibi', 'rotary', 'xpos', "
+        r"'none'\].*AttentionPosition.*position='sinusoidal'",
         "name",
     )
     def _(cls=_cls):
@@ -1519,7 +1550,7 @@ for _name in MODEL_NAMES:
         "width",
         "init",
         ValueError,
-        r"hidden_dim.*num_heads.*even.*"
+        r"`hidden_dim` / `num_heads` = 3.*must be even.*"
         r"hidden_dim=12, num_heads=4",
         "odd-head-dim",
     )

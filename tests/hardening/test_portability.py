@@ -157,7 +157,7 @@ TAMPERED = [
     (
         "functional",
         set_layer_config("PositionalMultiHeadAttention", position="rope"),
-        r"`position` must be one of \['rotary'.*position='rope'",
+        r"`position` must be one of \[.*'rotary'.*position='rope'",
     ),
     (
         "functional",

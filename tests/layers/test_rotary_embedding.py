@@ -470,8 +470,6 @@ def test_bfloat16_keeps_far_positions_apart(layout):
         ({"scaling": "linear", "scaling_factor": 0}, "scaling_factor"),
         ({"scaling": "linear", "scaling_factor": True}, "scaling_factor"),
         ({"scaling_factor": 2.0}, "scaling_factor"),
-        ({"scaling": "yarn", "scaling_factor": 2.0}, "original_max_length"),
-        ({"scaling": "dynamic_ntk", "scaling_factor": 2.0}, "original_max_length"),
         (
             {"scaling": "yarn", "scaling_factor": 2.0, "original_max_length": 0},
             "original_max_length",
@@ -486,6 +484,14 @@ def test_invalid_arguments(kwargs, argument):
     with pytest.raises(ValueError, match=f"`{argument}`") as info:
         RotaryEmbedding(**kwargs)
     assert repr(kwargs[argument] if argument in kwargs else None)[:3] in str(info.value)
+
+
+@pytest.mark.parametrize("scaling", ["yarn", "dynamic_ntk"])
+def test_scaling_without_original_length_raises_when_built(scaling):
+    # A ready model fills the length in; a layer used alone must have it.
+    layer = RotaryEmbedding(scaling=scaling, scaling_factor=2.0)
+    with pytest.raises(ValueError, match="`original_max_length` is required"):
+        layer(np.zeros((1, 3, 2, 4), "float32"))
 
 
 def test_invalid_inputs():

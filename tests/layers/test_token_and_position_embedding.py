@@ -86,7 +86,7 @@ def test_step_by_step_equals_full():
         ({"max_length": False}, "max_length"),
         ({"embedding_dim": -8}, "embedding_dim"),
         ({"position": "rotary"}, "position"),
-        ({"merge": None}, "merge"),
+        ({"merge": "sum"}, "merge"),
         ({"position_dim": 0}, "position_dim"),
         (
             {"position_dim": 4},

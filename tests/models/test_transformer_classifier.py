@@ -7,8 +7,8 @@ import pytest
 
 from keras_posenc.models import MODEL_POSITIONS
 from keras_posenc.models import TransformerClassifier
-from keras_posenc.models.position_schemes import ABSOLUTE_POSITIONS
-from keras_posenc.models.position_schemes import RELATIVE_POSITIONS
+from keras_posenc.positions import ABSOLUTE_NAMES as ABSOLUTE_POSITIONS
+from keras_posenc.positions import ATTENTION_NAMES as RELATIVE_POSITIONS
 from keras_posenc.utils import to_numpy
 from tests.harness import assert_save_load_equal
 from tests.models.cross_backend_models import assert_models_load_across_backends
@@ -142,6 +142,7 @@ def test_get_config_round_trip():
     assert config == {
         "name": "classifier",
         "trainable": True,
+        "dtype": keras.dtype_policies.serialize(keras.dtype_policies.get("float32")),
         "vocabulary_size": VOCABULARY_SIZE,
         "num_classes": 3,
         "max_length": MAX_LENGTH,

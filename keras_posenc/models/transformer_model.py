@@ -1,0 +1,244 @@
+"""What the ready models share: argument checks, position schemes, layers, config.
+
+Every model builds its layers through `TransformerLayers`, so each one gets
+the model's dtype policy and its own copy of the position scheme, and
+subclasses `TransformerModel`, which checks token ids and owns
+`get_config`/`from_config`.
+"""
+
+import inspect
+
+import keras
+
+from keras_posenc import positions as position_schemes
+from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
+from keras_posenc.utils.validation import check_bool
+from keras_posenc.utils.validation import check_positive_int
+from keras_posenc.utils.validation import check_rate
+from keras_posenc.utils.validation import check_token_ids
+
+# `position=` of every ready model: these names, a config or a layer.
+MODEL_POSITIONS = position_schemes.NAMES
+
+
+class TransformerLayers:
+    """Makes a model's layers, all with its dtype policy and position scheme.
+
+    `position` is resolved once (`keras_posenc.positions.get`): an absolute
+    scheme goes to every token embedding, an attention scheme to every
+    self-attention. A scheme given as a layer or a config is a template:
+    each block gets its own copy from its config (so each layer learns its
+    own T5 table or Shaw embeddings, where T5 shares one table across
+    layers), in the model's dtype policy. A name is resolved by each block,
+    so T5 takes causal buckets in decoders.
+
+    A scheme whose config has `scaling` set and `original_max_length=None`
+    (rotary's YaRN or dynamic NTK) gets the model's `max_length` there.
+
+    With a `"concat"` scheme the token embedding takes `hidden_dim` minus
+    the position width (the layer's `output_dim`, else a quarter of
+    `hidden_dim`), so every scheme gives the blocks the same width.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size,
+        max_length,
+        hidden_dim,
+        num_layers,
+        num_heads,
+        intermediate_dim,
+        dropout,
+        position,
+        normalize_first,
+        dtype=None,
+    ):
+        check_positive_int("vocabulary_size", vocabulary_size)
+        check_positive_int("max_length", max_length)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("num_layers", num_layers)
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("intermediate_dim", intermediate_dim)
+        check_rate("dropout", dropout)
+        check_bool("normalize_first", normalize_first)
+        if vocabulary_size < 2:
+            raise ValueError(
+                "`vocabulary_size` must be at least 2 (id 0 is padding). "
+                f"Received: vocabulary_size={vocabulary_size}"
+            )
+        if hidden_dim % num_heads:
+            raise ValueError(
+                "`hidden_dim` must be divisible by `num_heads`. "
+                f"Received: hidden_dim={hidden_dim}, num_heads={num_heads}"
+            )
+        # The config of every model starts with these, in this order.
+        self.arguments = {
+            "vocabulary_size": int(vocabulary_size),
+            "max_length": int(max_length),
+            "hidden_dim": int(hidden_dim),
+            "num_layers": int(num_layers),
+            "num_heads": int(num_heads),
+            "intermediate_dim": int(intermediate_dim),
+            "dropout": float(dropout),
+            "position": position,
+            "normalize_first": normalize_first,
+        }
+        self.position = position
+        self.hidden_dim = hidden_dim
+        self.dtype = dtype
+        self.max_length = max_length
+        if position is None:
+            raise ValueError(
+                f"`position` must be one of {list(MODEL_POSITIONS)}, a config or a "
+                "layer (`'none'` for no position information). "
+                "Received: position=None"
+            )
+        template = position_schemes.get(
+            position, num_heads=num_heads, max_length=max_length
+        )
+        self.template = template
+        self.is_attention = position_schemes.is_attention_position(template)
+        if self.is_attention:
+            try:
+                template.check_attention(num_heads, hidden_dim // num_heads)
+            except ValueError as error:
+                raise ValueError(
+                    f"With position={position!r}, the head size `hidden_dim` / "
+                    f"`num_heads` = {hidden_dim // num_heads} does not suit the "
+                    f"scheme: {error} Received: hidden_dim={hidden_dim}, "
+                    f"num_heads={num_heads}"
+                ) from None
+        elif template is not None and template.merge is None:
+            raise ValueError(
+                "An absolute `position` layer must have merge='add' or "
+                f"'concat' (it is merged into the token embedding). Received: "
+                f"position={position!r}"
+            )
+
+    @classmethod
+    def from_model_arguments(cls, arguments):
+        """Takes the shared arguments out of a model constructor's `locals()`."""
+        names = tuple(inspect.signature(cls).parameters)
+        return cls(**{name: arguments[name] for name in names})
+
+    def _copy(self, **overrides):
+        if self.dtype is not None:
+            overrides["dtype"] = self.dtype
+        config = self.template.get_config()
+        if config.get("scaling") and config.get("original_max_length", 0) is None:
+            # A context-extended scheme without its training length takes the
+            # model's, as HF transformers takes `max_position_embeddings`.
+            overrides["original_max_length"] = self.max_length
+        return position_schemes.clone(self.template, **overrides)
+
+    def block_position(self):
+        """`position=` for one block: the name, a copy of the template, or None."""
+        if not self.is_attention:
+            return None
+        if isinstance(self.position, str):
+            return self.position
+        return self._copy()
+
+    def embedding(self, name):
+        """A `TokenAndPositionEmbedding` of width `hidden_dim`, id 0 masked."""
+        kwargs = {"position": "none", "embedding_dim": self.hidden_dim}
+        if self.template is not None and not self.is_attention:
+            kwargs["position"] = self.position
+            if self.template.merge == "concat":
+                position_dim = self.template.output_dim or max(self.hidden_dim // 4, 1)
+                if position_dim >= self.hidden_dim:
+                    raise ValueError(
+                        "A concatenated position encoding must leave room for "
+                        f"the tokens in hidden_dim={self.hidden_dim}. Received: "
+                        f"position={self.position!r}"
+                    )
+                kwargs["embedding_dim"] = self.hidden_dim - position_dim
+                if isinstance(self.position, str):
+                    kwargs["position_dim"] = position_dim
+                else:
+                    kwargs["position"] = self._copy(output_dim=position_dim)
+            elif not isinstance(self.position, str):
+                kwargs["position"] = self._copy()
+        return TokenAndPositionEmbedding(
+            vocabulary_size=self.arguments["vocabulary_size"],
+            max_length=self.max_length,
+            mask_zero=True,
+            dtype=self.dtype,
+            name=name,
+            **kwargs,
+        )
+
+    def blocks(self, block_class, prefix):
+        """`num_layers` blocks named `prefix_0, ...`, each with its own scheme."""
+        return [
+            block_class(
+                intermediate_dim=self.arguments["intermediate_dim"],
+                num_heads=self.arguments["num_heads"],
+                dropout=self.arguments["dropout"],
+                normalize_first=self.arguments["normalize_first"],
+                position=self.block_position(),
+                dtype=self.dtype,
+                name=f"{prefix}_{index}",
+            )
+            for index in range(self.arguments["num_layers"])
+        ]
+
+    def dropout(self, name):
+        return keras.layers.Dropout(
+            self.arguments["dropout"], dtype=self.dtype, name=name
+        )
+
+    def final_norm(self, name):
+        """The layer normalization pre-norm blocks need at the end, or None."""
+        if not self.arguments["normalize_first"]:
+            return None
+        return keras.layers.LayerNormalization(
+            epsilon=1e-5, dtype=self.dtype, name=name
+        )
+
+    def dense(self, units, name, **kwargs):
+        return keras.layers.Dense(units, dtype=self.dtype, name=name, **kwargs)
+
+
+class TransformerModel(keras.Model):
+    """Base of the ready models: token-id checks, config and `from_config`.
+
+    Subclasses create their layers with a `TransformerLayers` before
+    `super().__init__` (the functional graph needs them) and assign them as
+    attributes after it (PyTorch modules cannot be assigned earlier). They
+    build their functional graph, call
+    `super().__init__(inputs=..., outputs=..., **kwargs)`, then
+    `set_arguments(dtype, **layers.arguments, ...)` with their constructor
+    arguments, which become attributes and the model's config.
+    """
+
+    def set_arguments(self, dtype=None, **arguments):
+        # Keras' functional base does not keep the `dtype` it is given.
+        self._model_dtype_policy = keras.dtype_policies.get(
+            dtype if dtype is not None else keras.config.dtype_policy()
+        )
+        if "position" in arguments:
+            arguments["position"] = position_schemes.serialize(arguments["position"])
+        self._arguments = list(arguments)
+        for name, value in arguments.items():
+            setattr(self, name, value)
+
+    def call(self, inputs, training=None, mask=None):
+        check_token_ids(inputs)
+        return super().call(inputs, training=training, mask=mask)
+
+    def get_config(self):
+        config = {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self._model_dtype_policy),
+        }
+        config.update({name: getattr(self, name) for name in self._arguments})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
