@@ -1,62 +1,47 @@
-import math
+import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_posenc.layers import rope_scaling
 from keras_posenc.layers.attention_position import AttentionPosition
-from keras_posenc.layers.sinusoidal_position_encoding import (
-    sinusoidal_inverse_frequencies,
-)
 from keras_posenc.utils.positions import check_positions_shape
 from keras_posenc.utils.positions import position_ids
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_float
 from keras_posenc.utils.validation import check_positive_int
 
 LAYOUTS = ("half", "interleaved")
-SCALINGS = (None, "linear", "dynamic_ntk", "yarn")
-
-# YaRN's correction range (Peng et al. 2023, section 3.2; HF transformers defaults).
-YARN_BETA_FAST = 32.0
-YARN_BETA_SLOW = 1.0
-
-
-def rotary_inverse_frequencies(rotary_dim, max_wavelength):
-    """`max_wavelength ** (-2i / rotary_dim)` for `i < rotary_dim / 2`, in float64.
-
-    The frequencies of the sinusoidal encoding (Su et al. build RoPE on them).
-    """
-    return sinusoidal_inverse_frequencies(rotary_dim, max_wavelength)
-
-
-def yarn_inverse_frequencies(rotary_dim, max_wavelength, factor, original_max_length):
-    """YaRN frequencies in float64, as HF transformers' `_compute_yarn_parameters`.
-
-    Dimensions that turn fewer than `beta_slow` times over the original context
-    are interpolated (`theta / factor`), those that turn more than `beta_fast`
-    times are kept (`theta`), with a linear ramp over the dimensions between.
-    """
-    theta = rotary_inverse_frequencies(rotary_dim, max_wavelength)
-
-    def correction_dim(num_rotations):
-        return (
-            rotary_dim * math.log(original_max_length / (num_rotations * 2 * math.pi))
-        ) / (2 * math.log(max_wavelength))
-
-    low = max(math.floor(correction_dim(YARN_BETA_FAST)), 0)
-    high = min(math.ceil(correction_dim(YARN_BETA_SLOW)), rotary_dim - 1)
-    if low == high:
-        high += 0.001  # Prevent a division by zero, as HF does.
-    ramp = np.clip((np.arange(rotary_dim // 2) - low) / (high - low), 0.0, 1.0)
-    extrapolation = 1.0 - ramp
-    return (theta / factor) * (1.0 - extrapolation) + theta * extrapolation
+SCALINGS = (None, "linear", "dynamic_ntk", "ntk", "yarn", "llama3", "longrope")
+# The scalings that need the training length `original_max_length`.
+NEEDS_ORIGINAL_LENGTH = ("dynamic_ntk", "yarn", "llama3", "longrope")
+# Arguments that only one family of scalings reads, with their defaults.
+SCALING_ARGUMENTS = {
+    "beta_fast": (("yarn",), 32.0),
+    "beta_slow": (("yarn",), 1.0),
+    "mscale": (("yarn",), None),
+    "mscale_all_dim": (("yarn",), None),
+    "truncate": (("yarn",), True),
+    "attention_factor": (("yarn", "longrope"), None),
+    "low_freq_factor": (("llama3",), 1.0),
+    "high_freq_factor": (("llama3",), 4.0),
+    "short_factor": (("longrope",), None),
+    "long_factor": (("longrope",), None),
+}
 
 
-def yarn_attention_factor(factor):
-    """YaRN's `mscale = 0.1 * ln(factor) + 1`, multiplying cos and sin."""
-    return 1.0 if factor <= 1.0 else 0.1 * math.log(factor) + 1.0
+def _check_factor_list(name, factors):
+    """LongRoPE's factors: a non-empty list of positive numbers."""
+    if not isinstance(factors, (list, tuple)) or not factors:
+        raise ValueError(
+            f'`{name}` is required with scaling="longrope": a list of '
+            f"rotary_dim // 2 positive floats. Received: {name}={factors!r}"
+        )
+    for factor in factors:
+        check_positive_float(name, factor)
 
 
 def rotate_feature_pairs(inputs, cos, sin, layout):
@@ -128,11 +113,33 @@ class RotaryEmbedding(AttentionPosition):
       while a pass over the whole sequence uses the base of its full length
       at every position: once the length passes `L0`, cached decoding differs
       from full decoding (as in HF transformers). Up to `L0` both agree.
+    - `"ntk"`: static NTK-aware scaling (bloc97, 2023; x-transformers'
+      `rotary_base_rescale_factor`, HF's `"ntk"`): the base times
+      `factor ** (d / (d - 2))` at every length.
     - `"yarn"`: YaRN (Peng et al., 2023), as HF transformers'
-      `_compute_yarn_parameters` (`beta_fast=32`, `beta_slow=1`): per
+      `_compute_yarn_parameters`, with its full parameter set: per
       dimension, a linear ramp between the interpolated (`theta / factor`) and
-      the original (`theta`) frequency, and cos and sin multiplied by
-      `0.1 * ln(factor) + 1`.
+      the original (`theta`) frequency over the dimensions that turn between
+      `beta_slow` and `beta_fast` times in `L0` (rounded outwards unless
+      `truncate=False`), and cos and sin multiplied by `attention_factor`
+      (default `0.1 * ln(factor) + 1`, or DeepSeek's ratio
+      `mscale(factor, mscale) / mscale(factor, mscale_all_dim)` when both are
+      given).
+    - `"llama3"`: Llama 3.1's scaling, as HF's `_compute_llama3_parameters`:
+      wavelengths below `L0 / high_freq_factor` kept, above
+      `L0 / low_freq_factor` divided by `factor`, smoothly between.
+    - `"longrope"`: LongRoPE (Ding et al., 2024; Phi-3), as HF's
+      `_compute_longrope_parameters`: frequency `i` divided by
+      `short_factor[i]`, or by `long_factor[i]` when the call's length
+      `L = max(positions) + 1` (`start_index + seq_len` without `positions`)
+      exceeds `L0`, as HF switches on `seq_len`; cos and sin multiplied by
+      `attention_factor` (default `sqrt(1 + ln factor / ln L0)`). As with
+      dynamic NTK, cached decoding past `L0` keeps the short factors in the
+      keys cached before.
+
+    `rotary_fraction < 1` is p-RoPE (Barbero et al., 2024): only the highest
+    `rotary_fraction` of the frequencies turn, the other pairs pass through
+    unrotated; it combines with any scaling.
 
     The layer has no weights.
 
@@ -144,14 +151,33 @@ class RotaryEmbedding(AttentionPosition):
             features (the feature dimension must then be even).
         layout: `"half"` or `"interleaved"`. Which features form a rotated
             pair: `(i, i + d/2)` or `(2i, 2i + 1)`. Defaults to `"half"`.
-        scaling: `None`, `"linear"`, `"dynamic_ntk"` or `"yarn"`. Context
-            extension method. Defaults to `None`.
+        scaling: `None`, `"linear"`, `"dynamic_ntk"`, `"ntk"`, `"yarn"`,
+            `"llama3"` or `"longrope"`. Context extension method. Defaults
+            to `None`.
         scaling_factor: float `>= 1`. The context extension factor; must be
             `1.0` when `scaling` is None. Defaults to `1.0`.
         original_max_length: int or None. The context length the model was
-            trained with; required by `"dynamic_ntk"` and `"yarn"` when the
-            layer is built (a ready model given the layer fills in its own
-            `max_length`), ignored otherwise. Defaults to `None`.
+            trained with (`L0`); required by `"dynamic_ntk"`, `"yarn"`,
+            `"llama3"` and `"longrope"` when the layer is built (a ready model
+            given the layer fills in its own `max_length`), ignored
+            otherwise. Defaults to `None`.
+        beta_fast, beta_slow: floats. YaRN's correction range, in rotations
+            over `L0`. Defaults to `32.0` and `1.0`.
+        mscale, mscale_all_dim: floats or None. YaRN's attention factor as
+            DeepSeek's ratio of the two `mscale`s (when both are set).
+            Default to None.
+        truncate: bool. Whether YaRN rounds its correction range to whole
+            dimensions. Defaults to `True`.
+        attention_factor: float or None. YaRN's and LongRoPE's factor on cos
+            and sin; None for their defaults.
+        low_freq_factor, high_freq_factor: floats. Llama 3's wavelength
+            bounds, `L0 / low_freq_factor` and `L0 / high_freq_factor`.
+            Default to `1.0` and `4.0`.
+        short_factor, long_factor: lists of `rotary_dim // 2` positive floats.
+            LongRoPE's rescale factors; required by `"longrope"`.
+        rotary_fraction: float in (0, 1]. The fraction of frequencies that
+            turn (p-RoPE). Defaults to `1.0`.
+        Arguments of a scaling other than `scaling` must keep their defaults.
         **kwargs: other keyword arguments of `keras.layers.Layer`
             (`name`, `dtype`, ...).
 
@@ -209,6 +235,17 @@ class RotaryEmbedding(AttentionPosition):
         scaling=None,
         scaling_factor=1.0,
         original_max_length=None,
+        beta_fast=32.0,
+        beta_slow=1.0,
+        mscale=None,
+        mscale_all_dim=None,
+        truncate=True,
+        attention_factor=None,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        short_factor=None,
+        long_factor=None,
+        rotary_fraction=1.0,
         **kwargs,
     ):
         check_positive_float("max_wavelength", max_wavelength)
@@ -237,6 +274,56 @@ class RotaryEmbedding(AttentionPosition):
                 '`max_wavelength` must be greater than 1 with scaling="yarn". '
                 f"Received: max_wavelength={max_wavelength!r}"
             )
+        given = {
+            "beta_fast": beta_fast,
+            "beta_slow": beta_slow,
+            "mscale": mscale,
+            "mscale_all_dim": mscale_all_dim,
+            "truncate": truncate,
+            "attention_factor": attention_factor,
+            "low_freq_factor": low_freq_factor,
+            "high_freq_factor": high_freq_factor,
+            "short_factor": short_factor,
+            "long_factor": long_factor,
+        }
+        for name, value in given.items():
+            scalings, default = SCALING_ARGUMENTS[name]
+            if scaling not in scalings and value != default:
+                raise ValueError(
+                    f"`{name}` applies to scaling in {list(scalings)} only. "
+                    f"Received: {name}={value!r}, scaling={scaling!r}"
+                )
+        check_positive_float("beta_fast", beta_fast)
+        check_positive_float("beta_slow", beta_slow)
+        if beta_fast <= beta_slow:
+            raise ValueError(
+                "`beta_fast` must be greater than `beta_slow`. Received: "
+                f"beta_fast={beta_fast}, beta_slow={beta_slow}"
+            )
+        for name in ("mscale", "mscale_all_dim", "attention_factor"):
+            if given[name] is not None:
+                check_positive_float(name, given[name])
+        check_bool("truncate", truncate)
+        check_positive_float("low_freq_factor", low_freq_factor)
+        check_positive_float("high_freq_factor", high_freq_factor)
+        if low_freq_factor >= high_freq_factor:
+            raise ValueError(
+                "`high_freq_factor` must be greater than `low_freq_factor`. "
+                f"Received: low_freq_factor={low_freq_factor}, "
+                f"high_freq_factor={high_freq_factor}"
+            )
+        if scaling == "longrope":
+            for name in ("short_factor", "long_factor"):
+                _check_factor_list(name, given[name])
+        if (
+            isinstance(rotary_fraction, bool)
+            or not isinstance(rotary_fraction, numbers.Real)
+            or not 0.0 < rotary_fraction <= 1.0
+        ):
+            raise ValueError(
+                "`rotary_fraction` must be a number in (0, 1]. "
+                f"Received: rotary_fraction={rotary_fraction!r}"
+            )
         super().__init__(**kwargs)
         self.max_wavelength = float(max_wavelength)
         self.rotary_dim = rotary_dim
@@ -244,6 +331,23 @@ class RotaryEmbedding(AttentionPosition):
         self.scaling = scaling
         self.scaling_factor = float(scaling_factor)
         self.original_max_length = original_max_length
+        self.beta_fast = float(beta_fast)
+        self.beta_slow = float(beta_slow)
+        self.mscale = None if mscale is None else float(mscale)
+        self.mscale_all_dim = None if mscale_all_dim is None else float(mscale_all_dim)
+        self.truncate = truncate
+        self.attention_factor = (
+            None if attention_factor is None else float(attention_factor)
+        )
+        self.low_freq_factor = float(low_freq_factor)
+        self.high_freq_factor = float(high_freq_factor)
+        self.short_factor = (
+            None if short_factor is None else list(map(float, short_factor))
+        )
+        self.long_factor = (
+            None if long_factor is None else list(map(float, long_factor))
+        )
+        self.rotary_fraction = float(rotary_fraction)
 
     def _resolve_rotary_dim(self, input_shape):
         input_shape = tuple(input_shape)
@@ -284,7 +388,7 @@ class RotaryEmbedding(AttentionPosition):
         return self(inputs, positions=positions)
 
     def build(self, input_shape):
-        if self.scaling in ("dynamic_ntk", "yarn") and self.original_max_length is None:
+        if self.scaling in NEEDS_ORIGINAL_LENGTH and self.original_max_length is None:
             raise ValueError(
                 f'`original_max_length` is required with scaling="{self.scaling}" '
                 "(the ready models fill in their `max_length`, as HF transformers "
@@ -293,20 +397,70 @@ class RotaryEmbedding(AttentionPosition):
             )
         self.resolved_rotary_dim = self._resolve_rotary_dim(input_shape)
         width = self.resolved_rotary_dim
+        if self.scaling == "longrope":
+            for name in ("short_factor", "long_factor"):
+                if len(getattr(self, name)) != width // 2:
+                    raise ValueError(
+                        f"`{name}` must hold rotary_dim // 2 = {width // 2} "
+                        f"factors, one per frequency. Received: {name} of "
+                        f"length {len(getattr(self, name))}"
+                    )
+        self.inverse_frequencies = self._inverse_frequencies(width)
+        self.long_inverse_frequencies = None
+        if self.scaling == "longrope":
+            self.long_inverse_frequencies = self._inverse_frequencies(width, long=True)
+        self.cos_sin_factor = 1.0
         if self.scaling == "yarn":
-            inverse_frequencies = yarn_inverse_frequencies(
-                width,
-                self.max_wavelength,
+            self.cos_sin_factor = rope_scaling.yarn_attention_factor(
                 self.scaling_factor,
-                self.original_max_length,
+                self.mscale,
+                self.mscale_all_dim,
+                self.attention_factor,
             )
-        else:
-            inverse_frequencies = rotary_inverse_frequencies(width, self.max_wavelength)
-        self.inverse_frequencies = inverse_frequencies.astype("float32")
+        elif self.scaling == "longrope":
+            self.cos_sin_factor = rope_scaling.longrope_attention_factor(
+                self.scaling_factor, self.original_max_length, self.attention_factor
+            )
         # Dynamic NTK: base' ** (-2i/d) = theta_i * s ** (-2i / (d - 2)) with
         # s = factor * L / L0 - (factor - 1); for d = 2 the only theta is 1.
         ntk_exponents = np.arange(0, width, 2, dtype="float64") / max(width - 2, 1)
         self.ntk_exponents = ntk_exponents.astype("float32")
+
+    def _inverse_frequencies(self, width, long=False):
+        """Float32 numpy frequencies of the scaling (p-RoPE applied)."""
+        base, factor = self.max_wavelength, self.scaling_factor
+        if self.scaling == "ntk":
+            frequencies = rope_scaling.ntk_inverse_frequencies(width, base, factor)
+        elif self.scaling == "yarn":
+            frequencies = rope_scaling.yarn_inverse_frequencies(
+                width,
+                base,
+                factor,
+                self.original_max_length,
+                self.beta_fast,
+                self.beta_slow,
+                self.truncate,
+            )
+        elif self.scaling == "llama3":
+            frequencies = rope_scaling.llama3_inverse_frequencies(
+                width,
+                base,
+                factor,
+                self.original_max_length,
+                self.low_freq_factor,
+                self.high_freq_factor,
+            )
+        elif self.scaling == "longrope":
+            frequencies = rope_scaling.longrope_inverse_frequencies(
+                width, base, self.long_factor if long else self.short_factor
+            )
+        else:
+            frequencies = rope_scaling.rotary_inverse_frequencies(width, base)
+        if self.rotary_fraction < 1.0:
+            frequencies = rope_scaling.p_rope_inverse_frequencies(
+                frequencies, self.rotary_fraction
+            )
+        return frequencies.astype("float32")
 
     def compute_cos_sin(self, positions):
         positions = ops.cast(positions, "float32")
@@ -324,6 +478,14 @@ class RotaryEmbedding(AttentionPosition):
             inverse_frequencies = inverse_frequencies * ops.exp(
                 -ops.log(growth) * ops.convert_to_tensor(self.ntk_exponents, "float32")
             )
+        elif self.scaling == "longrope":
+            # The long factors once the call is longer than the training length.
+            is_long = ops.max(positions) + 1.0 > float(self.original_max_length)
+            inverse_frequencies = ops.where(
+                is_long,
+                ops.convert_to_tensor(self.long_inverse_frequencies, "float32"),
+                inverse_frequencies,
+            )
         # (..., seq, rotary_dim / 2)
         angles = ops.expand_dims(positions, -1) * inverse_frequencies
         if self.layout == "half":
@@ -332,9 +494,8 @@ class RotaryEmbedding(AttentionPosition):
             # (..., seq, d/2) -> (..., seq, d): each angle twice in a row.
             angles = ops.repeat(angles, 2, axis=-1)
         cos, sin = ops.cos(angles), ops.sin(angles)
-        if self.scaling == "yarn":
-            attention_factor = yarn_attention_factor(self.scaling_factor)
-            cos, sin = cos * attention_factor, sin * attention_factor
+        if self.cos_sin_factor != 1.0:
+            cos, sin = cos * self.cos_sin_factor, sin * self.cos_sin_factor
         return cos, sin
 
     def call(self, inputs, start_index=0, positions=None):
@@ -364,6 +525,17 @@ class RotaryEmbedding(AttentionPosition):
                 "scaling": self.scaling,
                 "scaling_factor": self.scaling_factor,
                 "original_max_length": self.original_max_length,
+                "beta_fast": self.beta_fast,
+                "beta_slow": self.beta_slow,
+                "mscale": self.mscale,
+                "mscale_all_dim": self.mscale_all_dim,
+                "truncate": self.truncate,
+                "attention_factor": self.attention_factor,
+                "low_freq_factor": self.low_freq_factor,
+                "high_freq_factor": self.high_freq_factor,
+                "short_factor": self.short_factor,
+                "long_factor": self.long_factor,
+                "rotary_fraction": self.rotary_fraction,
             }
         )
         return config

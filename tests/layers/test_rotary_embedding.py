@@ -465,7 +465,7 @@ def test_bfloat16_keeps_far_positions_apart(layout):
         ({"rotary_dim": 4.0}, "rotary_dim"),
         ({"rotary_dim": True}, "rotary_dim"),
         ({"layout": "full"}, "layout"),
-        ({"scaling": "ntk"}, "scaling"),
+        ({"scaling": "ntk_aware"}, "scaling"),
         ({"scaling": "linear", "scaling_factor": 0.5}, "scaling_factor"),
         ({"scaling": "linear", "scaling_factor": 0}, "scaling_factor"),
         ({"scaling": "linear", "scaling_factor": True}, "scaling_factor"),
