@@ -22,7 +22,12 @@ import keras_posenc
 from benchmarks import timing
 from keras_posenc.layers import PositionalMultiHeadAttention
 
-ATTENTION_SCHEMES = ("rotary", "xpos", "alibi", "t5", "shaw")
+ATTENTION_SCHEMES = ("rotary", "xpos", "alibi", "t5", "shaw", "kerple", "fire")
+# Schemes benchmarked as layers (they have no resolver name yet).
+SCHEME_LAYERS = {
+    "kerple": keras_posenc.layers.KerpleBias,
+    "fire": keras_posenc.layers.FIREBias,
+}
 
 
 def settings(quick):
@@ -136,7 +141,10 @@ def attention_core(scheme, num_heads, head_dim, length):
     if scheme is None:
         scale = 1.0 / math.sqrt(head_dim)
         return (lambda q, k, v: ops.dot_product_attention(q, k, v, scale=scale)), []
-    layer = PositionalMultiHeadAttention(num_heads, head_dim, position=scheme)
+    position = scheme
+    if scheme in SCHEME_LAYERS:
+        position = SCHEME_LAYERS[scheme](num_heads=num_heads)
+    layer = PositionalMultiHeadAttention(num_heads, head_dim, position=position)
     layer.build((1, length, num_heads * head_dim))
 
     def core(q, k, v):

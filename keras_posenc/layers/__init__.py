@@ -4,11 +4,14 @@ from keras_posenc.layers.alibi_bias import ALiBiBias
 from keras_posenc.layers.alibi_bias import alibi_slopes
 from keras_posenc.layers.attention_position import AttentionPosition
 from keras_posenc.layers.feed_forward import FeedForward
+from keras_posenc.layers.fire_bias import FIREBias
+from keras_posenc.layers.kerple_bias import KerpleBias
 from keras_posenc.layers.learned_position_embedding import LearnedPositionEmbedding
 from keras_posenc.layers.learned_position_embedding import interpolate_position_table
 from keras_posenc.layers.positional_multi_head_attention import (
     PositionalMultiHeadAttention,
 )
+from keras_posenc.layers.randomized_positions import RandomizedPositions
 from keras_posenc.layers.relative_position_embedding import RelativePositionEmbedding
 from keras_posenc.layers.rotary_embedding import RotaryEmbedding
 from keras_posenc.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
@@ -22,9 +25,12 @@ from keras_posenc.layers.xpos import XPos
 __all__ = [
     "ALiBiBias",
     "AttentionPosition",
+    "FIREBias",
     "FeedForward",
+    "KerpleBias",
     "LearnedPositionEmbedding",
     "PositionalMultiHeadAttention",
+    "RandomizedPositions",
     "RelativePositionEmbedding",
     "RotaryEmbedding",
     "SinusoidalPositionEncoding",

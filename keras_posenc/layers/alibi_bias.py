@@ -68,6 +68,11 @@ class ALiBiBias(RelativeBiasLayer):
         num_heads: int. Number of attention heads.
         causal: bool. `True` for the paper's causal bias `m_h * (j - i)`,
             `False` for the symmetric `-m_h * |j - i|`. Defaults to `True`.
+        num_alibi_heads: int or None. Bias only the first `num_alibi_heads`
+            heads, with the slopes of that many heads, and leave the others
+            unbiased (x-transformers' `alibi_num_heads`, after Press et al.'s
+            suggestion that some heads need no recency bias). Defaults to
+            None, every head.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -114,13 +119,24 @@ class ALiBiBias(RelativeBiasLayer):
         - [Press et al., 2022](https://arxiv.org/abs/2108.12409).
     """
 
-    def __init__(self, num_heads, causal=True, **kwargs):
+    def __init__(self, num_heads, causal=True, num_alibi_heads=None, **kwargs):
         check_positive_int("num_heads", num_heads)
         check_bool("causal", causal)
+        check_positive_int("num_alibi_heads", num_alibi_heads, allow_none=True)
+        if num_alibi_heads is not None and num_alibi_heads > num_heads:
+            raise ValueError(
+                f"`num_alibi_heads` must be at most num_heads={num_heads}. "
+                f"Received: num_alibi_heads={num_alibi_heads}"
+            )
         super().__init__(num_heads=num_heads, **kwargs)
         self.causal = causal
+        self.num_alibi_heads = num_alibi_heads
+        # The first `num_alibi_heads` heads get the slopes of that many heads,
+        # the others none (x-transformers' `alibi_num_heads`).
+        slopes = alibi_slopes(num_alibi_heads or self.num_heads)
+        slopes = np.pad(slopes, (0, self.num_heads - len(slopes)))
         # (heads, 1, 1), broadcast against (..., 1, query, key).
-        self.slopes = alibi_slopes(self.num_heads).reshape(-1, 1, 1)
+        self.slopes = slopes.reshape(-1, 1, 1)
 
     def relative_bias(self, relative_positions):
         # (..., 1, query, key)
@@ -132,4 +148,5 @@ class ALiBiBias(RelativeBiasLayer):
     def get_config(self):
         config = super().get_config()
         config["causal"] = self.causal
+        config["num_alibi_heads"] = self.num_alibi_heads
         return config

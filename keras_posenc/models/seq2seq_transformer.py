@@ -52,6 +52,9 @@ class Seq2SeqTransformer(GenerativeTransformer):
         normalize_first: bool. Pre-norm blocks and a final layer
             normalization on each side if True; post-norm blocks (the original
             Transformer) if False. Defaults to `False`.
+        randomize_positions: int or None. Train with randomized positions
+            drawn from `range(randomize_positions)`, on both sides; see
+            `TransformerLM`. Defaults to None.
         **kwargs: other keyword arguments of `keras.Model` (`name`, `dtype`).
 
     Call arguments:
@@ -94,6 +97,7 @@ class Seq2SeqTransformer(GenerativeTransformer):
         dropout=0.1,
         position="sinusoidal",
         normalize_first=False,
+        randomize_positions=None,
         **kwargs,
     ):
         dtype = kwargs.pop("dtype", None)
@@ -116,17 +120,22 @@ class Seq2SeqTransformer(GenerativeTransformer):
         )
         encoder_padding_mask = ops.not_equal(encoder_token_ids, 0)
         decoder_padding_mask = ops.not_equal(decoder_token_ids, 0)
-        x = encoder_embedding_dropout(encoder_embedding(encoder_token_ids))
+        encoder_positions = make.positions(encoder_token_ids, "encoder_positions")
+        x = encoder_embedding(encoder_token_ids, positions=encoder_positions)
+        x = encoder_embedding_dropout(x)
         for layer in encoder_layers:
-            x = layer(x, padding_mask=encoder_padding_mask)
+            x = layer(x, padding_mask=encoder_padding_mask, positions=encoder_positions)
         encoder_outputs = x if encoder_final_norm is None else encoder_final_norm(x)
-        x = decoder_embedding_dropout(decoder_embedding(decoder_token_ids))
+        decoder_positions = make.positions(decoder_token_ids, "decoder_positions")
+        x = decoder_embedding(decoder_token_ids, positions=decoder_positions)
+        x = decoder_embedding_dropout(x)
         for layer in decoder_layers:
             x = layer(
                 x,
                 encoder_outputs,
                 decoder_padding_mask=decoder_padding_mask,
                 encoder_padding_mask=encoder_padding_mask,
+                positions=decoder_positions,
             )
         if decoder_final_norm is not None:
             x = decoder_final_norm(x)

@@ -60,6 +60,9 @@ class TransformerClassifier(TransformerModel):
             `"mean"`.
         activation: activation of the head, e.g. `"softmax"` for
             probabilities or None for logits. Defaults to `"softmax"`.
+        randomize_positions: int or None. Train with randomized positions
+            drawn from `range(randomize_positions)`; see `TransformerLM`.
+            Defaults to None.
         **kwargs: other keyword arguments of `keras.Model` (e.g. `name`).
 
     Call arguments:
@@ -101,6 +104,7 @@ class TransformerClassifier(TransformerModel):
         normalize_first=False,
         pooling="mean",
         activation="softmax",
+        randomize_positions=None,
         **kwargs,
     ):
         check_positive_int("num_classes", num_classes)
@@ -127,9 +131,10 @@ class TransformerClassifier(TransformerModel):
         # === Functional model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         padding_mask = ops.not_equal(token_ids, 0)  # (batch, seq)
-        x = embedding(token_ids)
+        positions = make.positions(token_ids)
+        x = embedding(token_ids, positions=positions)
         for encoder in encoder_layers:
-            x = encoder(x, padding_mask=padding_mask)
+            x = encoder(x, padding_mask=padding_mask, positions=positions)
         if final_norm is not None:
             # Pre-norm blocks leave the residual stream unnormalized.
             x = final_norm(x)

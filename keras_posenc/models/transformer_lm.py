@@ -48,6 +48,11 @@ class TransformerLM(GenerativeTransformer):
         normalize_first: bool. Pre-norm blocks and a final layer
             normalization if True, post-norm blocks otherwise. Defaults to
             `True`.
+        randomize_positions: int or None. Randomized positional encodings
+            (Ruoss et al., 2023): in training, each example's positions are a
+            sorted random subset of `range(randomize_positions)` (at least
+            `max_length`; learned tables get that many rows); at inference
+            `0, 1, ...`. Works with every scheme. Defaults to None.
         **kwargs: other keyword arguments of `keras.Model` (`name`, `dtype`).
 
     Call arguments:
@@ -87,6 +92,7 @@ class TransformerLM(GenerativeTransformer):
         dropout=0.1,
         position="rotary",
         normalize_first=True,
+        randomize_positions=None,
         **kwargs,
     ):
         dtype = kwargs.pop("dtype", None)
@@ -99,9 +105,10 @@ class TransformerLM(GenerativeTransformer):
 
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         padding_mask = ops.not_equal(token_ids, 0)
-        x = embedding_dropout(embedding(token_ids))
+        positions = make.positions(token_ids)
+        x = embedding_dropout(embedding(token_ids, positions=positions))
         for layer in decoder_layers:
-            x = layer(x, decoder_padding_mask=padding_mask)
+            x = layer(x, decoder_padding_mask=padding_mask, positions=positions)
         if final_norm is not None:
             x = final_norm(x)
         logits = logits_dense(x)

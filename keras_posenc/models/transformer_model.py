@@ -11,6 +11,7 @@ import inspect
 import keras
 
 from keras_posenc import positions as position_schemes
+from keras_posenc.layers.randomized_positions import RandomizedPositions
 from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_positive_int
@@ -35,6 +36,10 @@ class TransformerLayers:
     A scheme whose config has `scaling` set and `original_max_length=None`
     (rotary's YaRN or dynamic NTK) gets the model's `max_length` there.
 
+    With `randomize_positions=N`, training draws each example's positions
+    as a sorted random subset of `range(N)` (Ruoss et al., 2023), for every
+    scheme; inference and cached generation use `0, 1, ...`.
+
     With a `"concat"` scheme the token embedding takes `hidden_dim` minus
     the position width (the layer's `output_dim`, else a quarter of
     `hidden_dim`), so every scheme gives the blocks the same width.
@@ -51,6 +56,7 @@ class TransformerLayers:
         dropout,
         position,
         normalize_first,
+        randomize_positions=None,
         dtype=None,
     ):
         check_positive_int("vocabulary_size", vocabulary_size)
@@ -61,6 +67,14 @@ class TransformerLayers:
         check_positive_int("intermediate_dim", intermediate_dim)
         check_rate("dropout", dropout)
         check_bool("normalize_first", normalize_first)
+        check_positive_int("randomize_positions", randomize_positions, allow_none=True)
+        if randomize_positions is not None and randomize_positions < max_length:
+            raise ValueError(
+                "`randomize_positions` draws the positions of sequences up to "
+                f"max_length={max_length} from range(randomize_positions), so "
+                "it must be at least `max_length`. Received: "
+                f"randomize_positions={randomize_positions}"
+            )
         if vocabulary_size < 2:
             raise ValueError(
                 "`vocabulary_size` must be at least 2 (id 0 is padding). "
@@ -82,11 +96,13 @@ class TransformerLayers:
             "dropout": float(dropout),
             "position": position,
             "normalize_first": normalize_first,
+            "randomize_positions": randomize_positions,
         }
         self.position = position
         self.hidden_dim = hidden_dim
         self.dtype = dtype
-        self.max_length = max_length
+        # Learned tables cover every position a randomized draw can give.
+        self.max_length = max(max_length, randomize_positions or 0)
         if position is None:
             raise ValueError(
                 f"`position` must be one of {list(MODEL_POSITIONS)}, a config or a "
@@ -182,6 +198,15 @@ class TransformerLayers:
             )
             for index in range(self.arguments["num_layers"])
         ]
+
+    def positions(self, token_ids, name="positions"):
+        """`RandomizedPositions` ids for `token_ids`, or None without them."""
+        if self.arguments["randomize_positions"] is None:
+            return None
+        layer = RandomizedPositions(
+            self.arguments["randomize_positions"], dtype=self.dtype, name=name
+        )
+        return layer(token_ids)
 
     def dropout(self, name):
         return keras.layers.Dropout(

@@ -42,6 +42,9 @@ MODEL_NAMES = ("TransformerClassifier", "TransformerLM", "Seq2SeqTransformer")
 # learned table, no mask argument, no scheme name, ...).
 REQUIRED = {
     "AttentionPosition": {"scheme", "width"},
+    "FIREBias": {"width", "argument"},
+    "KerpleBias": {"rank", "width", "scheme"},
+    "RandomizedPositions": {"length", "argument"},
     "ALiBiBias": {"rank", "dtype", "width", "start_index", "positions", "argument"},
     "FeedForward": {"rank", "dtype", "argument"},
     "LearnedPositionEmbedding": {
@@ -506,6 +509,93 @@ def _():
     )
 
 
+# === KERPLE, FIRE, randomized positions ===
+
+
+@case(
+    "KerpleBias",
+    "rank",
+    "call",
+    ValueError,
+    r"KerpleBias expects attention scores of shape .*inputs\.shape=\(2, 5, 5\)",
+    "scores-rank",
+)
+def _():
+    layers.KerpleBias(num_heads=HEADS)(np.zeros((2, 5, 5), "float32"))
+
+
+@case(
+    "KerpleBias",
+    "width",
+    "call",
+    ValueError,
+    r"num_heads=2.*inputs\.shape=\(2, 3, 5, 5\)",
+    "scores-heads",
+)
+def _():
+    layers.KerpleBias(num_heads=HEADS)(np.zeros((2, 3, 5, 5), "float32"))
+
+
+@case(
+    "KerpleBias",
+    "scheme",
+    "init",
+    ValueError,
+    r"`kind` must be one of \['log', 'power'\].*kind='exp'",
+    "kind",
+)
+def _():
+    layers.KerpleBias(num_heads=HEADS, kind="exp")
+
+
+@case(
+    "FIREBias",
+    "width",
+    "init",
+    ValueError,
+    r"FIREBias was created with num_heads=3.*attention has num_heads=2",
+    "heads-of-attention",
+)
+def _():
+    attention(position=layers.FIREBias(num_heads=3))
+
+
+@case(
+    "FIREBias",
+    "argument",
+    "init",
+    ValueError,
+    r"`mlp_width` must be a positive integer.*mlp_width=0",
+    "mlp-width",
+)
+def _():
+    layers.FIREBias(num_heads=HEADS, mlp_width=0)
+
+
+@case(
+    "RandomizedPositions",
+    "length",
+    "call",
+    ValueError,
+    r"draws 5 positions from range\(max_position=4\).*inputs\.shape=\(2, 5\)",
+    "longer-than-range",
+)
+def _():
+    layers.RandomizedPositions(max_position=4)(np.ones((2, 5), "int32"))
+
+
+@case(
+    "RandomizedPositions",
+    "argument",
+    "init",
+    ValueError,
+    r"`max_position` must be a positive integer.*max_position=0",
+    "max-position",
+)
+def _():
+    layers.RandomizedPositions(max_position=0)
+
+
 # === Rotary and xPos ===
 
 
@@ -623,12 +713,12 @@ def _():
     "scheme",
     "init",
     ValueError,
-    r"`scaling` must be one of \[None, 'linear', 'dynamic_ntk', 'yarn'\].*"
-    r"scaling='ntk'",
+    r"`scaling` must be one of \[None, 'linear', 'dynamic_ntk', 'ntk', 'yarn', "
+    r"'llama3', 'longrope'\].*scaling='ntk_aware'",
     "scaling",
 )
 def _():
-    layers.RotaryEmbedding(scaling="ntk", scaling_factor=2.0)
+    layers.RotaryEmbedding(scaling="ntk_aware", scaling_factor=2.0)
 
 
 @case(
