@@ -141,7 +141,7 @@ def test_classifier_with_t5_layer_and_configs(tmp_path):
 def test_seq2seq_and_embedding_take_absolute_layers(tmp_path):
     learned = layers.LearnedPositionEmbedding(max_length=8, merge="concat")
     model = models.Seq2SeqTransformer(
-        vocabulary_size=20, max_length=8, position=learned, **SMALL
+        vocabulary_size=20, max_length=8, position=learned, **{**SMALL, "num_layers": 1}
     )
     # A concatenated layer without its own width takes a quarter of hidden_dim.
     assert model.encoder_embedding.embedding_dim == 12

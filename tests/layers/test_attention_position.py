@@ -99,7 +99,6 @@ def test_user_scheme_in_transformer_lm(tmp_path):
         to_numpy(loaded(ids)), to_numpy(model(ids)), atol=1e-6, rtol=0
     )
     assert loaded.get_config() == model.get_config()
-    np.testing.assert_array_equal(loaded.generate(prompts, max_length=12), cached)
 
 
 def test_every_hook_has_a_neutral_default():
