@@ -155,6 +155,7 @@ def test_get_config_round_trip():
         "normalize_first": True,
         "pooling": "first",
         "activation": "sigmoid",
+        "randomize_positions": None,
     }
     revived = TransformerClassifier.from_config(config)
     assert revived.get_config() == config
