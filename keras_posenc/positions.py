@@ -7,8 +7,9 @@ layer and model of the library resolves its `position` argument here.
 
 Absolute schemes (subclasses of `AbsolutePositionLayer`: sinusoidal, learned)
 belong in the token embedding; attention schemes (subclasses of
-`keras_posenc.layers.AttentionPosition`: Shaw, T5, ALiBi, rotary, xPos, and
-any user subclass) inside every self-attention layer.
+`keras_posenc.layers.AttentionPosition`: Shaw, T5, ALiBi, rotary, xPos,
+FIRE, Kerple, the forgetting bias, CoPE, multi-axis rotary, and any user
+subclass) inside every self-attention layer.
 """
 
 import copy
@@ -18,7 +19,12 @@ import keras
 from keras_posenc.layers.absolute_position_layer import AbsolutePositionLayer
 from keras_posenc.layers.alibi_bias import ALiBiBias
 from keras_posenc.layers.attention_position import AttentionPosition
+from keras_posenc.layers.contextual_position_bias import ContextualPositionBias
+from keras_posenc.layers.fire_bias import FIREBias
+from keras_posenc.layers.forgetting_bias import ForgettingBias
+from keras_posenc.layers.kerple_bias import KerpleBias
 from keras_posenc.layers.learned_position_embedding import LearnedPositionEmbedding
+from keras_posenc.layers.multi_axis_rotary_embedding import MultiAxisRotaryEmbedding
 from keras_posenc.layers.relative_position_embedding import RelativePositionEmbedding
 from keras_posenc.layers.rotary_embedding import RotaryEmbedding
 from keras_posenc.layers.sinusoidal_position_encoding import SinusoidalPositionEncoding
@@ -67,6 +73,14 @@ SCHEMES = {
     ),
     "rotary": (RotaryEmbedding, lambda d: {}),
     "xpos": (XPos, lambda d: {}),
+    "fire": (FIREBias, lambda d: {"num_heads": _needs("fire", d, "num_heads")}),
+    "kerple": (KerpleBias, lambda d: {"num_heads": _needs("kerple", d, "num_heads")}),
+    "forgetting": (
+        ForgettingBias,
+        lambda d: {"num_heads": _needs("forgetting", d, "num_heads")},
+    ),
+    "cope": (ContextualPositionBias, lambda d: {}),
+    "mrope": (MultiAxisRotaryEmbedding, lambda d: {}),
 }
 NAMES = tuple(SCHEMES) + ("none",)
 ABSOLUTE_NAMES = tuple(

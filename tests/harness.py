@@ -19,6 +19,19 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
+def backend_share(names):
+    """The part of `names` that this backend's pass trains to convergence.
+
+    A convergence test trains one model per scheme (10-30 s each). The
+    schemes take turns over the backends, so the three passes of `make test`
+    together train every scheme once; the cheap exactness tests (cached ==
+    full decoding, formulas, save/load) still run every scheme on every
+    backend, and `test_cross_backend.py` compares the backends' arithmetic.
+    """
+    index = BACKENDS.index(keras.backend.backend())
+    return [name for i, name in enumerate(names) if i % len(BACKENDS) == index]
+
+
 def _as_tuple(input_data):
     return tuple(input_data) if isinstance(input_data, (list, tuple)) else (input_data,)
 

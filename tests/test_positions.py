@@ -22,6 +22,11 @@ EXPECTED = {
     "alibi": (layers.ALiBiBias, {"num_heads": 4, "causal": False}),
     "rotary": (layers.RotaryEmbedding, {"scaling": None}),
     "xpos": (layers.XPos, {}),
+    "fire": (layers.FIREBias, {"num_heads": 4}),
+    "kerple": (layers.KerpleBias, {"num_heads": 4, "kind": "log"}),
+    "forgetting": (layers.ForgettingBias, {"num_heads": 4}),
+    "cope": (layers.ContextualPositionBias, {"num_positions": 64}),
+    "mrope": (layers.MultiAxisRotaryEmbedding, {"sections": None}),
 }
 
 

@@ -3,11 +3,14 @@
 from keras_posenc.layers.alibi_bias import ALiBiBias
 from keras_posenc.layers.alibi_bias import alibi_slopes
 from keras_posenc.layers.attention_position import AttentionPosition
+from keras_posenc.layers.contextual_position_bias import ContextualPositionBias
 from keras_posenc.layers.feed_forward import FeedForward
 from keras_posenc.layers.fire_bias import FIREBias
+from keras_posenc.layers.forgetting_bias import ForgettingBias
 from keras_posenc.layers.kerple_bias import KerpleBias
 from keras_posenc.layers.learned_position_embedding import LearnedPositionEmbedding
 from keras_posenc.layers.learned_position_embedding import interpolate_position_table
+from keras_posenc.layers.multi_axis_rotary_embedding import MultiAxisRotaryEmbedding
 from keras_posenc.layers.positional_multi_head_attention import (
     PositionalMultiHeadAttention,
 )
@@ -25,10 +28,13 @@ from keras_posenc.layers.xpos import XPos
 __all__ = [
     "ALiBiBias",
     "AttentionPosition",
+    "ContextualPositionBias",
     "FIREBias",
     "FeedForward",
+    "ForgettingBias",
     "KerpleBias",
     "LearnedPositionEmbedding",
+    "MultiAxisRotaryEmbedding",
     "PositionalMultiHeadAttention",
     "RandomizedPositions",
     "RelativePositionEmbedding",

@@ -35,6 +35,19 @@ class AttentionPosition(keras.layers.Layer):
     - `check_attention(num_heads, key_dim)`: raise a `ValueError` if the
       scheme cannot serve an attention layer of these sizes (called when the
       attention layer is created). Defaults to accepting any.
+    - `num_position_axes`: how many position axes the scheme reads (more
+      than 1 for multi-axis rotary: the attention layer then also takes
+      `positions` of shape `(batch, T, num_position_axes)`). Defaults to 1.
+    - `has_token_state`, `build_for_inputs(input_shape)`,
+      `compute_token_state(inputs)` and `compute_state_bias(key_state,
+      query_slots)`: for schemes that read the self-attention layer's own
+      inputs (the forgetting bias). `compute_token_state` maps the
+      `(batch, S, dim)` inputs to a `(batch, S, heads)` state per token;
+      under a key/value cache the attention layer stores it beside the keys
+      and values (a third cache entry, see `PositionalMultiHeadAttention`),
+      and `compute_state_bias` turns the state of every key slot and the
+      slots of the queries into a `(batch, heads, T, S)` bias. Default:
+      no state.
 
     Positions are int32 tensors of shape `(T,)` / `(S,)`, or `(batch, T)` /
     `(batch, S)` for per-example positions (left padding, packing); under a
@@ -78,6 +91,30 @@ class AttentionPosition(keras.layers.Layer):
         """
         if not self.built:
             self.build(query_shape)
+
+    @property
+    def num_position_axes(self):
+        return 1
+
+    @property
+    def has_token_state(self):
+        return False
+
+    def build_for_inputs(self, input_shape):
+        """Builds weights that read the attention inputs `(batch, S, dim)`."""
+
+    def compute_token_state(self, inputs):
+        """`(batch, S, heads)` state of each input token, or None."""
+        return None
+
+    def compute_state_bias(self, key_state, query_slots):
+        """`(batch, heads, T, S)` bias from the key slots' state, or None.
+
+        Args:
+            key_state: `(batch, S, heads)` token state of every key slot.
+            query_slots: int `(T,)`, the key slots the queries occupy.
+        """
+        return None
 
     def rotate(self, inputs, positions, is_key=False):
         """`inputs` `(batch, L, heads, key_dim)` transformed at `positions`."""

@@ -48,7 +48,10 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
     num_heads, key_dim)`), new keys and values are written at
     `cache_update_index` and the queries get positions
     `cache_update_index + arange(query_length)`, so step-by-step decoding
-    equals full decoding for every scheme.
+    equals full decoding for every scheme. A scheme with a token state (the
+    forgetting bias) adds a third entry, `(batch, 3, max_length, num_heads,
+    key_dim)`, whose channel 0 holds each slot's state (`cache_entries`
+    says how many).
 
     Args:
         num_heads: int. Number of attention heads.
@@ -81,11 +84,13 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             `<= t` (offset by `cache_update_index` under a cache).
         positions: optional int `(T,)` or `(batch, T)` positions of the queries
             (e.g. left-padded prompts); defaults to
-            `cache_update_index + arange(T)`.
+            `cache_update_index + arange(T)`. A multi-axis scheme also takes
+            `(batch, T, num_axes)`.
         key_positions: optional int `(S,)` or `(batch, S)` positions of the
             keys; defaults to `positions` in self-attention without a cache,
             else `arange(S)`.
-        cache: optional `(batch, 2, max_length, num_heads, key_dim)` tensor.
+        cache: optional `(batch, cache_entries, max_length, num_heads,
+            key_dim)` tensor.
         cache_update_index: int or scalar int tensor; where the new keys and
             values go in `cache`. None with a cache means a precomputed
             cross-attention cache that is read, not updated.
@@ -217,6 +222,19 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             self.position_layer.build_for_attention(
                 (query_shape[0], query_shape[1], self.num_heads, self.key_dim)
             )
+            if self.position_layer.has_token_state:
+                self.position_layer.build_for_inputs(key_shape)
+
+    @property
+    def num_position_axes(self):
+        position = self.position_layer
+        return 1 if position is None else position.num_position_axes
+
+    @property
+    def cache_entries(self):
+        """Entries of the cache's second axis: keys, values (and token state)."""
+        position = self.position_layer
+        return 3 if position is not None and position.has_token_state else 2
 
     def call(
         self,
@@ -272,6 +290,20 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                 positions, key_positions, query.shape[1], key.shape[1]
             )
         position = self.position_layer
+        state = None
+        if position is not None and position.has_token_state:
+            if reads_cache or (
+                cache is None
+                and None not in (query.shape[1], key.shape[1])
+                and query.shape[1] != key.shape[1]
+            ):
+                raise ValueError(
+                    f"{position.__class__.__name__} reads the layer's own inputs and "
+                    "needs self-attention (keys from the query tokens). Received: "
+                    f"query.shape={tuple(query.shape)}, key.shape={tuple(key.shape)}"
+                )
+            # In the compute dtype, as it would be stored in a cache.
+            state = ops.cast(position.compute_token_state(key), self.compute_dtype)
         if position is not None:
             q = position.rotate(q, query_positions, is_key=False)
             if not reads_cache:
@@ -289,7 +321,18 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             start_indices = [0, cache_update_index, 0, 0]
             k = ops.slice_update(cache[:, 0], start_indices, ops.cast(k, cache.dtype))
             v = ops.slice_update(cache[:, 1], start_indices, ops.cast(v, cache.dtype))
-            cache = ops.stack([k, v], axis=1)
+            entries = [k, v]
+            if state is not None:
+                # The state rides in channel 0 of a third entry.
+                padding = [[0, 0]] * 3 + [[0, self.key_dim - 1]]
+                new_state = ops.pad(ops.expand_dims(state, -1), padding)
+                entries.append(
+                    ops.slice_update(
+                        cache[:, 2], start_indices, ops.cast(new_state, cache.dtype)
+                    )
+                )
+                state = entries[2][..., 0]
+            cache = ops.stack(entries, axis=1)
         key_length = ops.shape(k)[1]
         if cache is not None:
             key_positions = position_ids(key_length, 0, key_positions)
@@ -299,6 +342,11 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         causal = None
         if use_causal_mask:
             causal = causal_mask(position_ids(query_length, start), key_length)
+        state_bias = None
+        if state is not None:
+            state_bias = position.compute_state_bias(
+                state, position_ids(query_length, start)
+            )
         if cache is not None:
             key_mask = value_mask = None  # padding masks do not cover cache slots
         mask = merge_attention_masks(
@@ -314,6 +362,7 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             query_positions,
             key_positions,
             mask=mask,
+            bias=state_bias,
             return_attention_scores=return_attention_scores,
             training=training,
         )
@@ -334,6 +383,7 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         query_positions,
         key_positions,
         mask=None,
+        bias=None,
         return_attention_scores=False,
         training=None,
     ):
@@ -351,6 +401,8 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             query_positions: int `(T,)` or `(batch, T)`.
             key_positions: int `(S,)` or `(batch, S)`.
             mask: optional bool `(batch or 1, T, S)`, True where allowed.
+            bias: optional additive `(batch or 1, heads or 1, T, S)` logit
+                bias on top of the scheme's (the forgetting bias of `call`).
             return_attention_scores: bool. Also compute the weights.
             training: bool. Enables dropout on the weights.
 
@@ -360,9 +412,15 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             the fused kernel ran.
         """
         position = self.position_layer
-        bias = logits = None
+        logits = None
         if position is not None:
-            bias = position.compute_bias(query_positions, key_positions)
+            position_bias = position.compute_bias(query_positions, key_positions)
+            if position_bias is not None:
+                bias = (
+                    position_bias
+                    if bias is None
+                    else ops.cast(bias, "float32") + ops.cast(position_bias, "float32")
+                )
             logits = position.compute_logits(
                 query, query_positions, key_positions, key=key
             )
@@ -424,14 +482,15 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                 f"key.shape={tuple(key.shape)}, value.shape={tuple(value.shape)}"
             )
         if cache is not None:
-            expected = (batch_size, 2, None, self.num_heads, self.key_dim)
+            entries = self.cache_entries
+            expected = (batch_size, entries, None, self.num_heads, self.key_dim)
             shape = tuple(cache.shape)
             if len(shape) != 5 or any(
                 None not in (dim, want) and dim != want
                 for dim, want in zip(shape, expected)
             ):
                 raise ValueError(
-                    "`cache` must have shape (batch_size, 2, max_length, "
+                    f"`cache` must have shape (batch_size, {entries}, max_length, "
                     f"num_heads={self.num_heads}, key_dim={self.key_dim}). "
                     f"Received: cache.shape={shape}"
                 )
@@ -439,9 +498,13 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         if cache_update_index is not None:
             check_start_index(cache_update_index, name="cache_update_index")
         if positions is not None:
-            check_positions_shape(positions, query_length, batch_size)
+            check_positions_shape(
+                positions, query_length, batch_size, num_axes=self.num_position_axes
+            )
         if key_positions is not None:
-            check_key_positions_shape(key_positions, key_length, batch_size)
+            check_key_positions_shape(
+                key_positions, key_length, batch_size, num_axes=self.num_position_axes
+            )
         check_padding_mask("query_mask", query_mask, batch_size, query_length)
         # Padding masks cover `key`; with a cache the keys are the cache slots.
         check_padding_mask("value_mask", value_mask, batch_size, value_length)

@@ -132,13 +132,15 @@ class GenerativeTransformer(TransformerModel):
         return clear_after_stop(ops.cast(output, "int32"), prompt_mask, stop_token_id)
 
     def empty_cache(self, batch_size, length):
-        """Zeros `(batch, num_layers, 2, length, num_heads, head_dim)`.
+        """Zeros `(batch, num_layers, entries, length, num_heads, head_dim)`.
 
-        Batch comes first so that keras-hub's beam search can repeat and
-        reorder the cache with the beams.
+        `entries` is 2 (keys, values), or 3 for a scheme with a token state
+        (the forgetting bias). Batch comes first so that keras-hub's beam
+        search can repeat and reorder the cache with the beams.
         """
         head_dim = self.hidden_dim // self.num_heads
-        shape = (batch_size, self.num_layers, 2, length, self.num_heads, head_dim)
+        entries = self.decoder_layers[0].self_attention.cache_entries
+        shape = (batch_size, self.num_layers, entries, length, self.num_heads, head_dim)
         return ops.zeros(shape, dtype=self._model_dtype_policy.compute_dtype)
 
     def decode_with_cache(

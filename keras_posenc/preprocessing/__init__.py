@@ -1,5 +1,8 @@
-"""Token-id sequences in the text conventions of the exported serving models."""
+"""Token-id sequences in the text conventions of the exported serving models,
+and position ids for multi-axis rotary embeddings."""
 
+from keras_posenc.preprocessing.multi_axis_positions import grid_position_ids
+from keras_posenc.preprocessing.multi_axis_positions import multi_axis_position_ids
 from keras_posenc.preprocessing.text_sequences import chat_prompts
 from keras_posenc.preprocessing.text_sequences import chat_sequences
 from keras_posenc.preprocessing.text_sequences import decode_generated
@@ -11,5 +14,7 @@ __all__ = [
     "chat_sequences",
     "decode_generated",
     "encode_texts",
+    "grid_position_ids",
+    "multi_axis_position_ids",
     "summarization_sequences",
 ]

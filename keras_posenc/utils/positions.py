@@ -40,7 +40,9 @@ def check_start_index(start_index, name="start_index"):
         )
 
 
-def check_positions_shape(positions, sequence_length, batch_size=None, integer=True):
+def check_positions_shape(
+    positions, sequence_length, batch_size=None, integer=True, num_axes=1
+):
     """Raises if `positions` is not `(seq,)` or `(batch, seq)` for these inputs.
 
     With `integer=True` (layers that look positions up or bucket them) a float
@@ -48,10 +50,19 @@ def check_positions_shape(positions, sequence_length, batch_size=None, integer=T
     function of the position (sinusoidal, rotary, xPos) pass `integer=False`
     and accept fractional positions. Only the static parts of the shapes are
     compared: an axis that is unknown while tracing (`None`) cannot be checked.
+    With `num_axes > 1`, `(batch, seq, num_axes)` is accepted too.
     """
     if integer:
         check_integer_tensor("positions", positions)
     shape = tuple(positions.shape)
+    if num_axes > 1 and len(shape) == 3:
+        # (batch, seq, num_axes): several position axes (multi-axis rotary).
+        if shape[-1] is not None and shape[-1] != num_axes:
+            raise ValueError(
+                f"The last axis of 3-D `positions` must hold the {num_axes} "
+                f"position axes. Received: positions.shape={shape}"
+            )
+        shape = shape[:2]
     if len(shape) not in (1, 2):
         raise ValueError(
             "`positions` must have shape (sequence_length,) or "
@@ -78,10 +89,10 @@ def check_positions_shape(positions, sequence_length, batch_size=None, integer=T
         )
 
 
-def check_key_positions_shape(key_positions, key_length, batch_size=None):
+def check_key_positions_shape(key_positions, key_length, batch_size=None, num_axes=1):
     """`check_positions_shape` for `key_positions`, naming that argument."""
     try:
-        check_positions_shape(key_positions, key_length, batch_size)
+        check_positions_shape(key_positions, key_length, batch_size, num_axes=num_axes)
     except (ValueError, TypeError) as error:
         message = str(error).replace("`positions`", "`key_positions`")
         message = message.replace("positions.", "key_positions.")

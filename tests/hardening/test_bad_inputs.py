@@ -15,6 +15,7 @@ while tracing cannot raise inside a compiled graph; the docstrings say so.
 """
 
 import dataclasses
+import re
 
 import keras
 import numpy as np
@@ -22,6 +23,7 @@ import pytest
 
 from keras_posenc import layers
 from keras_posenc import models
+from keras_posenc import positions
 from tests.hardening.counts import record
 
 KINDS = (
@@ -37,12 +39,18 @@ KINDS = (
 )
 
 MODEL_NAMES = ("TransformerClassifier", "TransformerLM", "Seq2SeqTransformer")
+# The lists of scheme names the errors print.
+ATTENTION_LIST = re.escape(str([*positions.ATTENTION_NAMES, "none"]))
+MODEL_LIST = re.escape(str(list(positions.NAMES)))
 
 # Which kinds apply to which target; the others do not exist for it (no
 # learned table, no mask argument, no scheme name, ...).
 REQUIRED = {
     "AttentionPosition": {"scheme", "width"},
     "FIREBias": {"width", "argument"},
+    "ForgettingBias": {"rank", "dtype", "width", "argument"},
+    "ContextualPositionBias": {"rank", "positions", "argument"},
+    "MultiAxisRotaryEmbedding": {"width", "positions", "scheme", "argument"},
     "KerpleBias": {"rank", "width", "scheme"},
     "RandomizedPositions": {"length", "argument"},
     "ALiBiBias": {"rank", "dtype", "width", "start_index", "positions", "argument"},
@@ -570,6 +578,180 @@ def _():
 )
 def _():
     layers.FIREBias(num_heads=HEADS, mlp_width=0)
+
+
+# === Forgetting bias, CoPE, multi-axis rotary ===
+
+
+@case(
+    "ForgettingBias",
+    "width",
+    "init",
+    ValueError,
+    r"ForgettingBias\(num_heads=3\) cannot serve an attention layer with num_heads=2",
+    "heads-of-attention",
+)
+def _():
+    attention(position=layers.ForgettingBias(num_heads=3))
+
+
+@case(
+    "ForgettingBias",
+    "argument",
+    "init",
+    ValueError,
+    r"`num_heads` must be a positive integer.*num_heads=0",
+    "num-heads",
+)
+def _():
+    layers.ForgettingBias(num_heads=0)
+
+
+@case(
+    "ForgettingBias",
+    "argument",
+    "call",
+    ValueError,
+    r"ForgettingBias reads the layer's own inputs and needs self-attention"
+    r".*key\.shape=\(2, 4, 8\)",
+    "cross-attention",
+)
+def _():
+    attention(position="forgetting")(
+        np.zeros((2, 5, 8), "float32"), np.zeros((2, 4, 8), "float32")
+    )
+
+
+@case(
+    "ForgettingBias",
+    "rank",
+    "call",
+    ValueError,
+    r"`inputs` must have shape \(batch_size, length, dim\).*inputs\.shape=\(2, 5\)",
+    "inputs-rank",
+)
+def _():
+    layers.ForgettingBias(num_heads=HEADS)(np.zeros((2, 5), "float32"))
+
+
+@case(
+    "ForgettingBias",
+    "dtype",
+    "call",
+    TypeError,
+    r"ForgettingBias expects a floating-point `inputs`.*inputs\.dtype=int32",
+    "int-inputs",
+)
+def _():
+    layers.ForgettingBias(num_heads=HEADS)(np.zeros((2, 5, 3), "int32"))
+
+
+@case(
+    "ContextualPositionBias",
+    "argument",
+    "init",
+    ValueError,
+    r"`num_positions` must be a positive integer.*num_positions=0",
+    "num-positions",
+)
+def _():
+    layers.ContextualPositionBias(num_positions=0)
+
+
+@case(
+    "ContextualPositionBias",
+    "rank",
+    "call",
+    ValueError,
+    r"`query` must have shape \(batch_size, T, num_heads, key_dim\).*"
+    r"query\.shape=\(2, 5, 8\)",
+    "query-rank",
+)
+def _():
+    x = np.zeros((2, 5, 8), "float32")
+    layers.ContextualPositionBias()(x, x)
+
+
+@case(
+    "ContextualPositionBias",
+    "positions",
+    "call",
+    ValueError,
+    r"The last axis of `positions` must equal the sequence length 5.*"
+    r"positions\.shape=\(4,\)",
+    "positions-length",
+)
+def _():
+    x = np.zeros((2, 5, 2, 4), "float32")
+    layers.ContextualPositionBias()(x, x, positions=np.arange(4))
+
+
+@case(
+    "MultiAxisRotaryEmbedding",
+    "argument",
+    "init",
+    ValueError,
+    r"`sections` must be None or a non-empty list of positive integers.*"
+    r"sections=\[0, 2\]",
+    "sections",
+)
+def _():
+    layers.MultiAxisRotaryEmbedding(sections=[0, 2])
+
+
+@case(
+    "MultiAxisRotaryEmbedding",
+    "scheme",
+    "init",
+    ValueError,
+    r"`frequencies` must be one of \['shared', 'per_axis'\].*frequencies='axial'",
+    "frequencies",
+)
+def _():
+    layers.MultiAxisRotaryEmbedding(frequencies="axial")
+
+
+@case(
+    "MultiAxisRotaryEmbedding",
+    "width",
+    "call",
+    ValueError,
+    r"2 \* sum\(`sections`\) \(the rotary width\) must be at most the feature "
+    r"dimension.*sections=\[4, 4\] \(width 16\), feature_dim=8",
+    "sections-too-wide",
+)
+def _():
+    layers.MultiAxisRotaryEmbedding(sections=[4, 4])(np.zeros((2, 5, 8), "float32"))
+
+
+@case(
+    "MultiAxisRotaryEmbedding",
+    "positions",
+    "call",
+    ValueError,
+    r"The last axis of 3-D `positions` must hold the 3 position axes.*"
+    r"positions\.shape=\(2, 5, 2\)",
+    "attention-axes",
+)
+def _():
+    x = np.zeros((2, 5, 8), "float32")
+    layers.PositionalMultiHeadAttention(num_heads=2, key_dim=8, position="mrope")(
+        x, x, positions=np.zeros((2, 5, 2), "int32")
+    )
+
+
+@case(
+    "MultiAxisRotaryEmbedding",
+    "positions",
+    "call",
+    ValueError,
+    r"The last axis of `positions` must hold one position per axis.*num_axes=2",
+    "layer-axes",
+)
+def _():
+    layers.MultiAxisRotaryEmbedding(sections=[2, 2])(
+        np.zeros((2, 5, 8), "float32"), positions=np.zeros((2, 5, 3), "int32")
+    )
 
 
 @case(
@@ -1188,8 +1370,7 @@ def _():
     "scheme",
     "init",
     ValueError,
-    r"`position` must be one of \['shaw', 't5', 'alibi', 'rotary', 'xpos', "
-    r"'none'\].*position='rope'",
+    rf"`position` must be one of {ATTENTION_LIST}.*position='rope'",
     "name",
 )
 def _():
@@ -1452,8 +1633,8 @@ for _name, (_cls, _argument) in BLOCKS.items():
         "scheme",
         "init",
         ValueError,
-        r"`position` must be one of \['shaw', 't5', 'alibi', 'rotary', 'xpos', "
-        r"'none'\].*AttentionPosition.*position='sinusoidal'",
+        rf"`position` must be one of {ATTENTION_LIST}.*AttentionPosition"
+        r".*position='sinusoidal'",
         "name",
     )
     def _(cls=_cls):
@@ -1665,9 +1846,7 @@ for _name in MODEL_NAMES:
         "scheme",
         "init",
         ValueError,
-        r"`position` must be one of \['sinusoidal', 'sinusoidal_concat', "
-        r"'learned', 'learned_concat', 'shaw', 't5', 'alibi', 'rotary', 'xpos', "
-        r"'none'\].*position='rope'",
+        rf"`position` must be one of {MODEL_LIST}.*position='rope'",
         "position",
     )
     def _(name=_name):

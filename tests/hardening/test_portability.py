@@ -61,7 +61,8 @@ def test_every_model_and_scheme_loads_on_every_backend(tmp_path):
         inputs = tiny_inputs(name)
         for position in MODEL_POSITIONS:
             saved[f"{name}_{position}"] = (tiny_model(name, position), inputs)
-    assert len(saved) == len(MODEL_NAMES) * len(MODEL_POSITIONS) == 30
+    cells = len(MODEL_NAMES) * len(MODEL_POSITIONS)
+    assert len(saved) == cells == 45
     # This backend: the other two load everything in one subprocess each.
     assert_models_load_across_backends(saved, tmp_path, atol=1e-5)
     # And this backend loads its own files back.
@@ -74,7 +75,7 @@ def test_every_model_and_scheme_loads_on_every_backend(tmp_path):
             rtol=0,
             err_msg=stem,
         )
-    record("portability cells passed (saved here, loaded on 3 backends)", 3 * 30)
+    record("portability cells passed (saved here, loaded on 3 backends)", 3 * cells)
 
 
 # === Tampered files ===

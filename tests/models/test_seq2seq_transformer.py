@@ -5,6 +5,7 @@ import pytest
 from keras_posenc.models import MODEL_POSITIONS
 from keras_posenc.models import Seq2SeqTransformer
 from keras_posenc.utils import to_numpy
+from tests.harness import backend_share
 from tests.models.cross_backend_models import assert_models_load_across_backends
 
 # Reversal task: source "a b c d END", target "START d c b a END";
@@ -87,8 +88,8 @@ def test_cached_step_logits_equal_full_logits(position):
     full = to_numpy(model(inputs))
     source = inputs["encoder_token_ids"]
     encoder_outputs = model.encode(source)
-    # (batch, num_layers, 2, max_length, num_heads, head_dim)
-    cache = keras.ops.zeros((2, 2, 2, 8, 2, 16))
+    # (batch, num_layers, 2 or 3, max_length, num_heads, head_dim)
+    cache = model.empty_cache(2, 8)
     target = inputs["decoder_token_ids"]
     steps = []
     for index in range(target.shape[1]):
@@ -156,7 +157,9 @@ class _StopAtLoss(keras.callbacks.Callback):
 # no positions, so no NoPE model can reverse a sequence:
 # test_nope_encoder_ignores_source_order proves it instead of training.
 @pytest.mark.slow
-@pytest.mark.parametrize("position", [p for p in MODEL_POSITIONS if p != "none"])
+@pytest.mark.parametrize(
+    "position", backend_share([p for p in MODEL_POSITIONS if p != "none"])
+)
 def test_learns_to_reverse_and_cached_generation_matches(position):
     rng = np.random.default_rng(0)
     test_source, test_target = _reversal_data(48, rng)

@@ -6,6 +6,7 @@ from keras_posenc.models import MODEL_POSITIONS
 from keras_posenc.models import TransformerLM
 from keras_posenc.utils import to_numpy
 from tests.harness import assert_save_load_equal
+from tests.harness import backend_share
 from tests.models.cross_backend_models import assert_models_load_across_backends
 
 # Copy task: "a b c SEP a b c" with distinct symbols from 2..11, SEP = 1, 0 is
@@ -75,8 +76,9 @@ def test_cached_step_logits_equal_full_logits(position):
     model = _model(position)
     token_ids = np.array([[3, 4, 5, 6, 7, 8, 9], [10, 11, 2, 3, 4, 5, 6]], "int32")
     full = to_numpy(model(token_ids))
-    # (batch, num_layers, 2, max_length, num_heads, head_dim)
-    cache = keras.ops.zeros((2, 2, 2, 10, 2, 16))
+    # (batch, num_layers, 2 or 3, max_length, num_heads, head_dim)
+    cache = model.empty_cache(2, 10)
+    assert tuple(cache.shape) == (2, 2, 3 if position == "forgetting" else 2, 10, 2, 16)
     steps = []
     for index in range(token_ids.shape[1]):
         logits, _, cache = model.call_with_cache(
@@ -140,7 +142,7 @@ class _StopAtLoss(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("position", MODEL_POSITIONS)
+@pytest.mark.parametrize("position", backend_share(MODEL_POSITIONS))
 def test_learns_to_copy_and_cached_generation_matches(position):
     rng = np.random.default_rng(0)
     test = _copy_data(48, rng)
