@@ -22,12 +22,18 @@ import keras_posenc
 from benchmarks import timing
 from keras_posenc.layers import PositionalMultiHeadAttention
 
-ATTENTION_SCHEMES = ("rotary", "xpos", "alibi", "t5", "shaw", "kerple", "fire")
-# Schemes benchmarked as layers (they have no resolver name yet).
-SCHEME_LAYERS = {
-    "kerple": keras_posenc.layers.KerpleBias,
-    "fire": keras_posenc.layers.FIREBias,
-}
+ATTENTION_SCHEMES = (
+    "rotary",
+    "xpos",
+    "mrope",
+    "alibi",
+    "t5",
+    "shaw",
+    "kerple",
+    "fire",
+    "cope",
+    "forgetting",
+)
 
 
 def settings(quick):
@@ -141,18 +147,22 @@ def attention_core(scheme, num_heads, head_dim, length):
     if scheme is None:
         scale = 1.0 / math.sqrt(head_dim)
         return (lambda q, k, v: ops.dot_product_attention(q, k, v, scale=scale)), []
-    position = scheme
-    if scheme in SCHEME_LAYERS:
-        position = SCHEME_LAYERS[scheme](num_heads=num_heads)
-    layer = PositionalMultiHeadAttention(num_heads, head_dim, position=position)
+    layer = PositionalMultiHeadAttention(num_heads, head_dim, position=scheme)
     layer.build((1, length, num_heads * head_dim))
 
     def core(q, k, v):
         positions = ops.arange(length, dtype="int32")
         scheme = layer.position_layer
+        bias = None
+        if scheme.has_token_state:
+            # The forgetting bias reads the layer's inputs: here the queries,
+            # which have the inputs' width.
+            inputs = ops.reshape(q, (ops.shape(q)[0], length, num_heads * head_dim))
+            state = scheme.compute_token_state(inputs)
+            bias = scheme.compute_state_bias(state, positions)
         q = scheme.rotate(q, positions, is_key=False)
         k = scheme.rotate(k, positions, is_key=True)
-        output, _ = layer.attend(q, k, v, positions, positions)
+        output, _ = layer.attend(q, k, v, positions, positions, bias=bias)
         return output
 
     return stateless(layer.position_layer, core)

@@ -68,7 +68,8 @@ def default_sections(num_pairs, interleave_sections=False):
     Qwen2-VL's split, `[16, 24, 24]` for 64 pairs (head size 128):
     `t = P // 4`, `h = (P - t) // 2`, `w = P - t - h`. With
     `interleave_sections=True`, Qwen3-VL's `[24, 20, 20]` scaled to `P`
-    pairs: `h = w = 5 * P // 16`, `t = P - 2 * h`.
+    pairs: `h = w = 5 * P // 16`, `t = P - 2 * h`. Under 8 pairs an axis
+    may get none (text tokens, whose axes are equal, are unaffected).
     """
     if interleave_sections:
         height = 5 * num_pairs // 16
@@ -249,12 +250,12 @@ class MultiAxisRotaryEmbedding(AttentionPosition):
                 "..., feature_dim) with a known feature_dim."
             )
         if self.sections is None:
-            if feature_dim % 2 or feature_dim < 8:
+            if feature_dim % 2:
                 raise ValueError(
                     f"{name} with sections=None rotates all features in three "
                     "(t, h, w) sections: the feature dimension (the last axis "
-                    "of `inputs`, or the head size) must be even and at least "
-                    f"8, or `sections` given. Received: feature_dim={feature_dim}"
+                    "of `inputs`, or the head size) must be even, or "
+                    f"`sections` given. Received: feature_dim={feature_dim}"
                 )
             return default_sections(feature_dim // 2, self.interleave_sections)
         width = 2 * sum(self.sections)
