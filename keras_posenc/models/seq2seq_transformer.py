@@ -100,6 +100,7 @@ class Seq2SeqTransformer(GenerativeTransformer):
         randomize_positions=None,
         **kwargs,
     ):
+        self.check_keyword_arguments(kwargs)
         dtype = kwargs.pop("dtype", None)
         make = TransformerLayers.from_model_arguments(locals())
         encoder_embedding = make.embedding("encoder_embedding")

@@ -107,6 +107,7 @@ class TransformerClassifier(TransformerModel):
         randomize_positions=None,
         **kwargs,
     ):
+        self.check_keyword_arguments(kwargs)
         check_positive_int("num_classes", num_classes)
         check_one_of("pooling", pooling, POOLING_TYPES)
         try:

@@ -95,6 +95,7 @@ class TransformerLM(GenerativeTransformer):
         randomize_positions=None,
         **kwargs,
     ):
+        self.check_keyword_arguments(kwargs)
         dtype = kwargs.pop("dtype", None)
         make = TransformerLayers.from_model_arguments(locals())
         embedding = make.embedding("embedding")

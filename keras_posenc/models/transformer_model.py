@@ -6,6 +6,7 @@ subclasses `TransformerModel`, which checks token ids and owns
 `get_config`/`from_config`.
 """
 
+import difflib
 import inspect
 
 import keras
@@ -236,6 +237,35 @@ class TransformerModel(keras.Model):
     `set_arguments(dtype, **layers.arguments, ...)` with their constructor
     arguments, which become attributes and the model's config.
     """
+
+    # What the models pass on to `keras.Model`; anything else is a typo.
+    MODEL_KEYWORDS = ("name", "trainable", "dtype")
+
+    @classmethod
+    def check_keyword_arguments(cls, kwargs):
+        """Raises a `TypeError` naming unknown `**kwargs` and the closest names.
+
+        Keras' functional base accepts and drops unknown keyword arguments,
+        so a misspelled `num_head=8` would silently build the default.
+        """
+        unknown = [name for name in kwargs if name not in cls.MODEL_KEYWORDS]
+        if not unknown:
+            return
+        valid = [
+            name
+            for name in inspect.signature(cls.__init__).parameters
+            if name not in ("self", "kwargs")
+        ] + list(cls.MODEL_KEYWORDS)
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hints.append(
+                f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            )
+        raise TypeError(
+            f"{cls.__name__} got unexpected keyword argument(s) {', '.join(hints)}. "
+            f"It takes: {', '.join(valid)}."
+        )
 
     def set_arguments(self, dtype=None, **arguments):
         # Keras' functional base does not keep the `dtype` it is given.
