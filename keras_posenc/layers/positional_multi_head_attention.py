@@ -34,6 +34,12 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
     - `"alibi"` / `"t5"`: a `(heads, query, key)` bias is added to the logits;
     - `"shaw"`: learned embeddings of the clipped distance enter the logits and
       the values (Shaw et al. 2018);
+    - `"mrope"`: rotary over several position axes (`positions` of shape
+      `(batch, T, num_axes)`);
+    - `"fire"`, `"kerple"`: learned functions of the distance added to the
+      logits; `"cope"`: CoPE's gated-count positions in a logit term;
+    - `"forgetting"`: the forgetting transformer's bias from the layer's own
+      inputs (a third cache entry holds it under a cache);
     - `None` / `"none"`: no position information (NoPE).
 
     Attention runs through `keras.ops.dot_product_attention` (the backend's
@@ -59,8 +65,10 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             rotary and xPos.
         value_dim: int or None. Size of each head for values; defaults to
             `key_dim`.
-        position: a scheme name (`"rotary"`, `"xpos"`, `"alibi"`, `"t5"`,
-            `"shaw"`, `"none"`), None, a config, or an `AttentionPosition`
+        position: a scheme name (one of `keras_posenc.positions.ATTENTION_NAMES`:
+            `"rotary"`, `"xpos"`, `"mrope"`, `"alibi"`, `"t5"`, `"shaw"`,
+            `"fire"`, `"kerple"`, `"cope"`, `"forgetting"`; or `"none"`),
+            None, a config, or an `AttentionPosition`
             layer (ours with other settings, or a user's own), used as it is
             (see `keras_posenc.positions.get`). The layer talks to it only
             through the `AttentionPosition` hooks. Defaults to None.
