@@ -1,21 +1,22 @@
 """Length generalization of the position schemes on copy and reverse.
 
-A decoder-only `keras_posenc.models.TransformerLM` (2 layers, hidden width 64,
-4 heads, feed-forward width 128, no dropout) is trained, once per position
-scheme, task and seed, on sequences
+The setting of Kazemnejad et al. (2023): a decoder-only
+`keras_posenc.models.TransformerLM` (2 layers, hidden width 64, 4 heads,
+feed-forward width 128, no dropout) is trained, once per position scheme,
+task and seed, on sequences
 
     [BOS] x1 .. xn [SEP] y1 .. yn [EOS]
 
-with `n` drawn uniformly from 1-16, `x` drawn uniformly from 16 symbols, and
-`y = x` (copy) or `y = reversed(x)` (reverse). The model reads the sequence
-without its last token and predicts the next one; the loss is taken on the
-`n + 1` target tokens `y1 .. yn [EOS]` only (a 0/1 `sample_weight`).
-Batches are right-padded with token id 0, which `TransformerLM` turns into a
-padding mask on the keys; with causal attention and right padding a real
-token never sees a padded one, so padding changes no prediction that counts.
+with `n` drawn uniformly from 1-20, `x` drawn uniformly from 16 symbols, and
+`y = x` (copy) or `y = reversed(x)` (reverse), and tested on 1-20 (in
+distribution), 21-40 (the paper's test split) and 41-60 (a harder bucket).
+The model reads the sequence without its last token and predicts the next
+one; the loss is taken on the `n + 1` target tokens `y1 .. yn [EOS]` only (a
+0/1 `sample_weight`). Batches are right-padded with token id 0, which
+`TransformerLM` turns into a padding mask on the keys; with causal attention
+and right padding a real token never sees a padded one.
 
-Evaluation is exact-match accuracy on fresh sequences with `n` in 1-16 (in
-distribution), 17-32 and 33-48 (up to 3x the trained length), the same test
+Evaluation is exact-match accuracy on fresh sequences, the same test
 sequences for every scheme. It takes one teacher-forced forward pass: a
 sequence counts as correct when the argmax at every target position equals
 the target. That is the same as greedy decoding from the prompt
@@ -25,57 +26,56 @@ not, the first wrong teacher-forced argmax is computed from the same prefix
 greedy decoding would have produced, so greedy decoding goes wrong there too.
 Each length bucket is padded to its longest sequence and run as one batch.
 
-Schemes: every `position=` of `TransformerLM` except `learned_concat`
-(`none` is NoPE) with the library's defaults (Shaw clips distances at 16,
-T5 uses 32 causal buckets up to distance 128, ALiBi the standard slopes).
-The learned table has one row per position of the training sequences
-(`2 * 16 + 2 = 34`); it cannot honestly go further (`grow()` would
-interpolate the trained rows, i.e. evaluate a different model), so the
-longer buckets are reported as "n/a (table of 34 positions)".
+Training runs until the model fits: every `eval_every` steps the exact match
+on a validation set of training lengths (its own sequences, not the test
+ones) is measured, and training stops once it reaches `stop_at` (0.98, a
+margin over the 0.95 that counts as fitting) or at `max_steps`. The steps
+taken and the validation curve are kept; a model whose in-distribution test
+accuracy is under 0.95 is reported as not fitting within the cap, never as a
+result about longer lengths. Adam with a linear warm-up over
+`warmup_steps` to a peak rate of 3e-3 and a cosine decay to a tenth of it at
+`max_steps`, global gradient clipping at 1.0, fresh random sequences at every
+step (no example is repeated); the seed sets the initialization and the data.
 
-"Rotary with scaling at test time" reuses the trained `rotary` models: their
-weights are copied into a model with the same layers whose
-`RotaryEmbedding` has `scaling="linear"`, `"dynamic_ntk"` or `"yarn"` with
-`scaling_factor=3` (48 / 16) and `original_max_length=34`, then evaluated
-without any training. Dynamic NTK sets its base from the length of the call,
-which for a padded bucket is the bucket's longest sequence (as HF
-transformers does with a right-padded batch); up to 34 tokens it equals
-plain rotary.
-
-Training: 750 steps of 64 sequences per model, Adam with a linear warmup
-over the first 5% of the steps to a peak learning rate of 3e-3, cosine decay
-to 0, global gradient clipping at 1.0, fresh random sequences at every step
-(no example is repeated); the seed sets the initialization and the training
-data. The step count is set by the budget (all 54 trained models, their
-XLA compilations included, took 22 minutes on 2 CPU cores shared with
-another job), not by convergence: rotary, xPos and sinusoidal fit 1-16 on
-both tasks (0.96-1.00 exact match), learned nearly (0.93-0.99), ALiBi fits
-copy (1.00) but not yet reverse (0.58), and NoPE, T5 and Shaw (on copy) are
-still learning (a peak rate of 1e-2, or batches of 32 for twice the steps,
-did not help NoPE or ALiBi on reverse in single-seed trials).
+Schemes: NoPE (`none`), sinusoidal, learned, T5, ALiBi, rotary, xPos, Shaw,
+FIRE, Kerple, CoPE and the forgetting bias with the library's defaults, and
+each scheme that reads position ids also with randomized positions (Ruoss et
+al., 2023: `randomize_positions=256`, twice the longest test sequence, so
+training sees the positions of every test length). The plain learned table
+has one row per training position (`2 * 20 + 2 = 42`); it cannot honestly go
+further, so its longer buckets are "n/a". "Rotary with scaling at test time"
+reuses the trained `rotary` models: their weights are copied into a model
+whose `RotaryEmbedding` has `scaling="linear"`, `"dynamic_ntk"` or `"yarn"`
+with `scaling_factor=3` (60 / 20) and `original_max_length=42`, evaluated
+without training.
 
 The backend is the one of `KERAS_BACKEND`; run as a script the benchmark
-defaults to JAX, the fastest of the three for this model on 2 CPU cores
-(about 20 ms per training step of 64 sequences, against 27 ms on PyTorch and
-28 ms on TensorFlow). The code uses `keras.ops` and `model.fit` only.
+defaults to JAX, the fastest of the three for this model on CPU. With
+`--workers N` the models are trained by N processes of one thread each:
+measured alone on this 2-core machine, a one-thread process took 46 ms per
+training step (batch 64, lengths 1-20), a two-thread process 52 ms, so two
+workers train about twice as many models per hour as one. The code uses
+`keras.ops` and `model.fit`.
 
-    KERAS_BACKEND=jax python benchmarks/length_generalization.py
+    KERAS_BACKEND=jax python benchmarks/length_generalization.py --workers 2
     python benchmarks/length_generalization.py --quick --output-dir /tmp/lg
 
 writes `length_generalization.json` (machine, settings, accuracy per task,
-scheme, seed and bucket, times), `length_generalization.md` (a table, mean
-and standard deviation over seeds) and `length_generalization.png` into
+scheme, seed and bucket, steps to fit, validation curves, times),
+`length_generalization.md` (tables, mean and standard deviation over seeds,
+with the paper's figures side by side) and `length_generalization.png` into
 `--output-dir` (default `benchmarks/results/`). `--quick` runs every scheme
-and code path at toy sizes (lengths 1-4, 4 steps, one seed, one layer); its
-accuracies mean nothing. It still compiles a training step and three
-forward passes for each of its 18 models, which takes about two minutes on
-2 busy CPU cores.
+and code path on copy at toy sizes (lengths 1-4, a few steps, one seed, one
+layer); its accuracies mean nothing.
 
 References:
-    - Press et al., 2022, Train Short, Test Long (ALiBi):
-      https://arxiv.org/abs/2108.12409
     - Kazemnejad et al., 2023, The Impact of Positional Encoding on Length
       Generalization in Transformers: https://arxiv.org/abs/2305.19466
+      (code: https://github.com/McGill-NLP/length-generalization)
+    - Ruoss et al., 2023, Randomized Positional Encodings Boost Length
+      Generalization of Transformers: https://arxiv.org/abs/2305.16843
+    - Press et al., 2022, Train Short, Test Long (ALiBi):
+      https://arxiv.org/abs/2108.12409
     - Chen et al., 2023 (linear scaling): https://arxiv.org/abs/2306.15595
     - Peng et al., 2023 (YaRN): https://arxiv.org/abs/2309.00071
 """
@@ -110,34 +110,61 @@ TASKS = ("copy", "reverse")
 TRAINED_SCHEMES = (
     "none",
     "sinusoidal",
-    "sinusoidal_concat",
     "learned",
-    "shaw",
     "t5",
     "alibi",
     "rotary",
     "xpos",
+    "shaw",
+    "fire",
+    "kerple",
+    "cope",
+    "forgetting",
 )
+# Schemes that read position ids, so randomized positions change them; NoPE,
+# CoPE and the forgetting bias take no positions.
+RANDOMIZABLE_SCHEMES = (
+    "sinusoidal",
+    "learned",
+    "t5",
+    "alibi",
+    "rotary",
+    "xpos",
+    "shaw",
+    "fire",
+    "kerple",
+)
+RANDOMIZED_SCHEMES = tuple(f"{scheme}+randomized" for scheme in RANDOMIZABLE_SCHEMES)
 # Evaluated with the trained `rotary` models' weights, never trained.
 ROTARY_SCALINGS = ("linear", "dynamic_ntk", "yarn")
 SCALED_SCHEMES = tuple(f"rotary+{scaling}" for scaling in ROTARY_SCALINGS)
-SCHEMES = TRAINED_SCHEMES + SCALED_SCHEMES
+SCHEMES = TRAINED_SCHEMES + RANDOMIZED_SCHEMES + SCALED_SCHEMES
 DEFAULT_OUTPUT_DIR = pathlib.Path(__file__).resolve().parent / "results"
 EVAL_SEED = 20240601
+VALIDATION_SEED = 20240602
+# A model fits its training lengths when its in-distribution test exact
+# match reaches this.
+FIT_THRESHOLD = 0.95
 
 FULL = {
     "num_symbols": 16,
-    "train_max": 16,
-    "buckets": [(1, 16), (17, 32), (33, 48)],
+    "train_max": 20,
+    "buckets": [(1, 20), (21, 40), (41, 60)],
     "hidden_dim": 64,
     "num_layers": 2,
     "num_heads": 4,
     "intermediate_dim": 128,
-    "steps": 750,
+    "max_steps": 4000,
+    "eval_every": 250,
+    "stop_at": 0.98,
+    "warmup_steps": 200,
     "batch_size": 64,
     "learning_rate": 3e-3,
+    "randomize_positions": 256,
     "eval_examples": 256,
-    "seeds": [0, 1, 2],
+    "validation_examples": 256,
+    "seeds": [0, 1],
+    "tasks": list(TASKS),
 }
 QUICK = {
     **FULL,
@@ -147,10 +174,41 @@ QUICK = {
     "num_layers": 1,
     "num_heads": 2,
     "intermediate_dim": 32,
-    "steps": 4,
+    "max_steps": 4,
+    "eval_every": 2,
+    "warmup_steps": 1,
     "batch_size": 8,
+    "randomize_positions": 32,
     "eval_examples": 8,
+    "validation_examples": 8,
     "seeds": [0],
+    "tasks": ["copy"],
+}
+# Kazemnejad et al. (2023), exact match on lengths 21-40 after training on
+# 1-20: the paper's two copy variants and its reverse task.
+PAPER_SCHEMES = {
+    "none": "NoPE",
+    "t5": "T5",
+    "alibi": "ALiBi",
+    "rotary": "RoPE",
+    "sinusoidal": "APE",
+    "learned": "APE",
+}
+PAPER_RESULTS = {
+    "copy": {
+        "NoPE": "0.99 / 0.97",
+        "T5": "0.77 / 0.94",
+        "ALiBi": "0.29 / 0.17",
+        "RoPE": "0.00 / 0.02",
+        "APE": "0.00 / 0.00",
+    },
+    "reverse": {
+        "NoPE": "0.47",
+        "T5": "0.45",
+        "ALiBi": "0.20",
+        "RoPE": "0.05",
+        "APE": "0.01",
+    },
 }
 
 
@@ -195,6 +253,20 @@ def exact_match(logits, targets, weights):
     return 1.0 - wrong.any(axis=1).astype("float64")
 
 
+def base_scheme(scheme):
+    """`"rotary+randomized"` -> `"rotary"`; other names unchanged."""
+    return scheme.split("+")[0]
+
+
+def is_randomized(scheme):
+    return scheme.endswith("+randomized")
+
+
+def table_length(settings):
+    """Rows of the plain learned table: the longest training input."""
+    return sequence_length(settings["train_max"]) - 1
+
+
 def build_model(scheme, settings, max_length):
     return TransformerLM(
         vocabulary_size=FIRST_SYMBOL + settings["num_symbols"],
@@ -204,24 +276,33 @@ def build_model(scheme, settings, max_length):
         num_heads=settings["num_heads"],
         intermediate_dim=settings["intermediate_dim"],
         dropout=0.0,
-        position=scheme,
+        position=base_scheme(scheme),
+        randomize_positions=(
+            settings["randomize_positions"] if is_randomized(scheme) else None
+        ),
     )
 
 
-def train_model(task, scheme, seed, settings):
-    """Trains one `TransformerLM`; returns it and its final training loss."""
+def train_model(task, scheme, seed, settings, log=None):
+    """Trains one `TransformerLM` until it fits or reaches `max_steps`.
+
+    Returns:
+        `(model, record)`: `record` holds `steps` (taken), `steps_to_fit`
+        (the first validation at or above `stop_at`, else None), `final_loss`
+        and `curve`, a list of `[step, validation exact match, loss]`.
+    """
     keras.utils.set_random_seed(seed)
-    train_length = sequence_length(settings["train_max"]) - 1
     longest = sequence_length(settings["buckets"][-1][1]) - 1
-    # Only the learned table depends on `max_length`: it gets the training
-    # positions, the other schemes accept every evaluated length.
-    max_length = train_length if scheme == "learned" else longest
+    # Only the plain learned table depends on `max_length`: it gets the
+    # training positions, the other schemes accept every evaluated length.
+    max_length = table_length(settings) if scheme == "learned" else longest
     model = build_model(scheme, settings, max_length)
-    steps, batch_size = settings["steps"], settings["batch_size"]
-    warmup_steps = max(steps // 20, 1)
+    max_steps, batch_size = settings["max_steps"], settings["batch_size"]
+    warmup_steps = min(settings["warmup_steps"], max_steps)
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0,
-        decay_steps=max(steps - warmup_steps, 1),
+        decay_steps=max(max_steps - warmup_steps, 1),
+        alpha=0.1,
         warmup_target=settings["learning_rate"],
         warmup_steps=warmup_steps,
     )
@@ -230,23 +311,52 @@ def train_model(task, scheme, seed, settings):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     rng = np.random.default_rng([seed, TASKS.index(task)])
-    lengths = rng.integers(1, settings["train_max"] + 1, size=steps * batch_size)
-    inputs, targets, weights = make_batch(
-        task, lengths, settings["num_symbols"], rng, train_length
-    )
-    # Fit in ten chunks of fresh data only to read the loss of the last
-    # tenth of the steps; the compiled step and the schedule carry over.
-    for chunk in np.array_split(np.arange(steps), min(10, steps)):
-        rows = slice(chunk[0] * batch_size, (chunk[-1] + 1) * batch_size)
+    validation = validation_set(task, settings)
+    curve, steps, steps_to_fit, loss = [], 0, None, float("nan")
+    while steps < max_steps:
+        chunk = min(settings["eval_every"], max_steps - steps)
+        lengths = rng.integers(1, settings["train_max"] + 1, size=chunk * batch_size)
+        inputs, targets, weights = make_batch(
+            task, lengths, settings["num_symbols"], rng, table_length(settings)
+        )
+        # One fit per chunk of fresh data; the compiled step, the optimizer
+        # state and the schedule carry over.
         history = model.fit(
-            inputs[rows],
-            targets[rows],
-            sample_weight=weights[rows],
+            inputs,
+            targets,
+            sample_weight=weights,
             batch_size=batch_size,
             shuffle=False,
             verbose=0,
         )
-    return model, float(history.history["loss"][-1])
+        steps += chunk
+        loss = float(history.history["loss"][-1])
+        logits = ops.convert_to_numpy(model.predict_on_batch(validation[0]))
+        accuracy = float(exact_match(logits, *validation[1:]).mean())
+        curve.append([steps, round(accuracy, 4), round(loss, 5)])
+        if log is not None:
+            log(f"  {task} {scheme} seed {seed} step {steps}: {accuracy:.3f}")
+        if accuracy >= settings["stop_at"]:
+            steps_to_fit = steps
+            break
+    record = {
+        "steps": steps,
+        "steps_to_fit": steps_to_fit,
+        "final_loss": loss,
+        "curve": curve,
+    }
+    return model, record
+
+
+def validation_set(task, settings):
+    """Training lengths, drawn apart from the training and test sequences."""
+    rng = np.random.default_rng([VALIDATION_SEED, TASKS.index(task)])
+    lengths = rng.integers(
+        1, settings["train_max"] + 1, size=settings["validation_examples"]
+    )
+    return make_batch(
+        task, lengths, settings["num_symbols"], rng, table_length(settings)
+    )
 
 
 def evaluation_sets(task, settings):
@@ -354,75 +464,178 @@ def not_applicable_text(table_length):
     return f"n/a (table of {table_length} positions)"
 
 
-def run_study(settings, tasks, schemes, log=print):
+def run_job(task, scheme, seed, settings):
+    """Trains one model and evaluates it (and its rotary scalings).
+
+    Returns:
+        A list of `(name, entry)`: `entry` holds the accuracies per bucket,
+        and for the trained model its training record and seconds.
+    """
+    start = time.perf_counter()
+    model, record = train_model(task, scheme, seed, settings)
+    train_seconds = time.perf_counter() - start
+    sets = evaluation_sets(task, settings)
+    limit = table_length(settings) if scheme == "learned" else None
+    runs = [(scheme, model)]
+    if scheme == "rotary":
+        scaling_factor = settings["buckets"][-1][1] / settings["train_max"]
+        runs += [
+            (
+                f"rotary+{scaling}",
+                rotary_model_with_scaling(
+                    model, scaling, scaling_factor, table_length(settings)
+                ),
+            )
+            for scaling in ROTARY_SCALINGS
+        ]
+    entries = []
+    for name, evaluated in runs:
+        entry = {"accuracies": evaluate(evaluated, sets, settings, limit)}
+        if name == scheme:
+            entry.update(record, train_seconds=round(train_seconds, 2))
+        entries.append((name, entry))
+    return entries
+
+
+def start_worker():
+    """One thread per worker process: N workers share N cores."""
+    os.environ["XLA_FLAGS"] = (
+        "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+
+
+def job_order(jobs):
+    """Slow learners first, so the last jobs of a pool run short."""
+    slow = ("none", "t5", "shaw", "alibi", "cope", "forgetting")
+    return sorted(jobs, key=lambda job: (base_scheme(job[1]) not in slow, job[2]))
+
+
+def run_study(settings, tasks, schemes, log=print, workers=1):
     """Trains and evaluates; returns the `results` part of the JSON."""
-    trained = [s for s in TRAINED_SCHEMES if s in schemes]
+    trained = [s for s in TRAINED_SCHEMES + RANDOMIZED_SCHEMES if s in schemes]
     scaled = [s for s in SCALED_SCHEMES if s in schemes]
     if scaled and "rotary" not in trained:
         trained.append("rotary")  # The scaled variants reuse its weights.
-    table_length = sequence_length(settings["train_max"]) - 1
-    scaling_factor = settings["buckets"][-1][1] / settings["train_max"]
+    jobs = job_order(
+        [
+            (task, s, seed, settings)
+            for task in tasks
+            for s in trained
+            for seed in settings["seeds"]
+        ]
+    )
+    collected = {task: {} for task in tasks}
+
+    def record(job, entries):
+        task, _, seed, _ = job
+        for name, entry in entries:
+            collected[task].setdefault(name, {})[str(seed)] = entry
+            shown = ", ".join(
+                f"{key}: {'n/a' if value is None else f'{value:.3f}'}"
+                for key, value in entry["accuracies"].items()
+            )
+            trained_text = ""
+            if "steps" in entry:
+                fitted = entry["steps_to_fit"] is not None
+                trained_text = (
+                    f"  ({entry['steps']} steps, {'fit' if fitted else 'cap'}, "
+                    f"{entry['train_seconds']:.0f} s)"
+                )
+            log(f"{task:8s} {name:20s} seed {seed}  {shown}{trained_text}")
+
+    if workers > 1:
+        import concurrent.futures
+        import multiprocessing
+
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=start_worker,
+        ) as pool:
+            futures = {pool.submit(run_job, *job): job for job in jobs}
+            for future in concurrent.futures.as_completed(futures):
+                record(futures[future], future.result())
+    else:
+        for job in jobs:
+            record(job, run_job(*job))
+
     results = {}
     for task in tasks:
-        sets = evaluation_sets(task, settings)
-        task_results = {
-            scheme: {"seeds": {}, "train_seconds": {}, "final_loss": {}}
-            for scheme in trained + scaled
-        }
-        for scheme in trained:
-            for seed in settings["seeds"]:
-                start = time.perf_counter()
-                model, loss = train_model(task, scheme, seed, settings)
-                train_seconds = time.perf_counter() - start
-                limit = table_length if scheme == "learned" else None
-                runs = [(scheme, model)]
-                for scaling in ROTARY_SCALINGS if scheme == "rotary" else ():
-                    if f"rotary+{scaling}" in scaled:
-                        runs.append(
-                            (
-                                f"rotary+{scaling}",
-                                rotary_model_with_scaling(
-                                    model, scaling, scaling_factor, table_length
-                                ),
-                            )
-                        )
-                for name, evaluated in runs:
-                    accuracies = evaluate(evaluated, sets, settings, limit)
-                    entry = task_results[name]
-                    entry["seeds"][str(seed)] = accuracies
-                    if name == scheme:
-                        entry["train_seconds"][str(seed)] = round(train_seconds, 2)
-                        entry["final_loss"][str(seed)] = loss
-                    shown = ", ".join(
-                        f"{key}: {'n/a' if value is None else f'{value:.3f}'}"
-                        for key, value in accuracies.items()
-                    )
-                    log(
-                        f"{task:8s} {name:19s} seed {seed}  {shown}  "
-                        f"(loss {loss:.4f}, {train_seconds:.1f} s)"
-                    )
-        for scheme in trained + scaled:
+        task_results = {}
+        for scheme in SCHEMES:
             if scheme not in schemes:
-                del task_results[scheme]
                 continue
-            entry = task_results[scheme]
+            per_seed = collected[task][scheme]
+            seeds = [str(seed) for seed in settings["seeds"]]
+            entry = {"seeds": {s: per_seed[s]["accuracies"] for s in seeds}}
+            if scheme in SCALED_SCHEMES:
+                entry["evaluated_from"] = "rotary"
+                trained_entries = collected[task]["rotary"]
+            else:
+                trained_entries = per_seed
+            for key in (
+                "train_seconds",
+                "final_loss",
+                "steps",
+                "steps_to_fit",
+                "curve",
+            ):
+                entry[key] = {s: trained_entries[s][key] for s in seeds}
+            first = bucket_name(settings["buckets"][0])
+            entry["fits"] = {
+                s: entry["seeds"][s][first] >= FIT_THRESHOLD for s in seeds
+            }
             entry["summary"] = {}
             for bucket in settings["buckets"]:
                 key = bucket_name(bucket)
-                values = [entry["seeds"][str(s)][key] for s in settings["seeds"]]
-                summary = summarize(values)
+                summary = summarize([entry["seeds"][s][key] for s in seeds])
                 if summary is None:
-                    summary = {"not_applicable": not_applicable_text(table_length)}
+                    summary = {
+                        "not_applicable": not_applicable_text(table_length(settings))
+                    }
                 entry["summary"][key] = summary
+            task_results[scheme] = entry
         results[task] = task_results
     return results
+
+
+def fitted_cell(entry, bucket):
+    """Mean ± std over the seeds that fit; what did not fit says so."""
+    fitted = [s for s, fits in entry["fits"].items() if fits]
+    total = len(entry["fits"])
+    if not fitted:
+        return "not fit"
+    values = [entry["seeds"][s][bucket] for s in fitted]
+    if any(value is None for value in values):
+        return "n/a"
+    text = f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    return text if len(fitted) == total else f"{text} ({len(fitted)}/{total} fit)"
+
+
+def in_distribution_cell(entry, bucket):
+    values = [entry["seeds"][s][bucket] for s in entry["seeds"]]
+    text = f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+    return text if all(entry["fits"].values()) else f"**{text}**"
+
+
+def steps_cell(entry, settings):
+    if "evaluated_from" in entry:
+        return "(rotary's)"
+    steps = [v for v in entry["steps_to_fit"].values() if v is not None]
+    if not steps:
+        return f"> {settings['max_steps']}"
+    text = f"{np.mean(steps):.0f}"
+    missed = len(entry["steps_to_fit"]) - len(steps)
+    return text if not missed else f"{text} (+{missed} > {settings['max_steps']})"
 
 
 def markdown_table(report):
     settings, results = report["settings"], report["results"]
     buckets = [bucket_name(bucket) for bucket in settings["buckets"]]
     schemes = report["schemes"]
-    header = ["scheme"] + [f"{task} {bucket}" for task in results for bucket in buckets]
+    header = ["scheme"]
+    for task in results:
+        header += [f"{task} steps"] + [f"{task} {bucket}" for bucket in buckets]
     lines = [
         "| " + " | ".join(header) + " |",
         "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |",
@@ -430,12 +643,16 @@ def markdown_table(report):
     for scheme in schemes:
         cells = [f"`{scheme}`"]
         for task in results:
-            for bucket in buckets:
-                summary = results[task][scheme]["summary"][bucket]
+            entry = results[task][scheme]
+            cells.append(steps_cell(entry, settings))
+            for index, bucket in enumerate(buckets):
+                summary = entry["summary"][bucket]
                 if "not_applicable" in summary:
                     cells.append(summary["not_applicable"])
+                elif index == 0:
+                    cells.append(in_distribution_cell(entry, bucket))
                 else:
-                    cells.append(f"{summary['mean']:.2f} ± {summary['std']:.2f}")
+                    cells.append(fitted_cell(entry, bucket))
         lines.append("| " + " | ".join(cells) + " |")
     machine = report["machine"]
     seeds = settings["seeds"]
@@ -444,15 +661,52 @@ def markdown_table(report):
         f"1-{settings['train_max']}), mean ± standard deviation over "
         f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
         f"({', '.join(map(str, seeds))}); {settings['eval_examples']} test "
-        f"sequences per bucket. {settings['steps']} training steps of "
-        f"{settings['batch_size']} sequences per model. Keras "
+        f"sequences per bucket. Each model trains in batches of "
+        f"{settings['batch_size']} until its validation exact match on "
+        f"training lengths reaches {settings['stop_at']} or for "
+        f'{settings["max_steps"]} steps; "steps" is the mean number of '
+        f"steps to get there. An in-distribution cell in bold has a seed under "
+        f"{FIT_THRESHOLD} (not fit within the cap); longer buckets average the "
+        f'seeds that fit only, and say "not fit" when none did. Keras '
         f"{machine['keras_version']}, {machine['backend']} backend, "
-        f"{machine['cores']} cores of {machine['cpu']}; "
+        f"{machine['cores']} cores of {machine['cpu']}, "
+        f"{settings.get('workers', 1)} worker process(es); "
         f"{report['wall_seconds']:.0f} s in all."
     )
     if report["quick"]:
         intro = "Quick (smoke-test) settings: the numbers mean nothing. " + intro
-    return "\n".join(["# Length generalization", "", intro, ""] + lines) + "\n"
+    paper = [
+        "",
+        "## Beside Kazemnejad et al. (2023)",
+        "",
+        "Exact match on 21-40 symbols after training on 1-20; the paper's copy "
+        "figures are its two copy variants.",
+        "",
+    ]
+    paper_header = ["scheme", "paper"]
+    for task in results:
+        paper_header += [f"{task} (paper)", f"{task} (ours)"]
+    paper += [
+        "| " + " | ".join(paper_header) + " |",
+        "| " + " | ".join(["---"] * 2 + ["---:"] * (len(paper_header) - 2)) + " |",
+    ]
+    for scheme, paper_name in PAPER_SCHEMES.items():
+        if scheme not in schemes:
+            continue
+        cells = [f"`{scheme}`", paper_name]
+        for task in results:
+            cells.append(PAPER_RESULTS[task][paper_name])
+            entry = results[task][scheme]
+            summary = entry["summary"][buckets[1]]
+            cells.append(
+                summary["not_applicable"]
+                if "not_applicable" in summary
+                else fitted_cell(entry, buckets[1])
+            )
+        paper.append("| " + " | ".join(cells) + " |")
+    if len(buckets) < 2:
+        paper = []
+    return "\n".join(["# Length generalization", "", intro, ""] + lines + paper) + "\n"
 
 
 def plot(report, path):
@@ -465,23 +719,32 @@ def plot(report, path):
     buckets = [bucket_name(bucket) for bucket in settings["buckets"]]
     schemes = report["schemes"]
     figure, axes = plt.subplots(
-        len(results), 1, figsize=(12, 3.6 * len(results)), squeeze=False
+        len(results),
+        2,
+        figsize=(19, 4.2 * len(results)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [3, 1]},
     )
     width = 0.8 / len(buckets)
-    for axis, task in zip(axes[:, 0], results):
+    for (axis, curve_axis), task in zip(axes, results):
         for index, bucket in enumerate(buckets):
             means, low, high, missing = [], [], [], []
             for position, scheme in enumerate(schemes):
-                summary = results[task][scheme]["summary"][bucket]
-                if "not_applicable" in summary:
+                entry = results[task][scheme]
+                summary = entry["summary"][bucket]
+                fitted = [s for s, fits in entry["fits"].items() if fits]
+                values = [entry["seeds"][s][bucket] for s in fitted]
+                if index == 0:
+                    values = [entry["seeds"][s][bucket] for s in entry["seeds"]]
+                if "not_applicable" in summary or not values:
                     means.append(0.0)
                     low.append(0.0)
                     high.append(0.0)
                     missing.append(position)
                 else:
-                    means.append(summary["mean"])
-                    low.append(summary["mean"] - summary["min"])
-                    high.append(summary["max"] - summary["mean"])
+                    means.append(float(np.mean(values)))
+                    low.append(means[-1] - min(values))
+                    high.append(max(values) - means[-1])
             offsets = np.arange(len(schemes)) + (index - (len(buckets) - 1) / 2) * width
             axis.bar(
                 offsets,
@@ -492,23 +755,50 @@ def plot(report, path):
                 label=f"{bucket} symbols",
             )
             for position in missing:
+                label = "n/a"
+                if (
+                    "not_applicable"
+                    not in results[task][schemes[position]]["summary"][bucket]
+                ):
+                    label = "not fit"
                 axis.text(
                     offsets[position],
                     0.02,
-                    "n/a",
+                    label,
                     rotation=90,
                     ha="center",
                     va="bottom",
+                    fontsize="x-small",
                 )
         axis.set_xticks(np.arange(len(schemes)))
-        axis.set_xticklabels(schemes, rotation=20, ha="right")
+        axis.set_xticklabels(schemes, rotation=35, ha="right", fontsize="small")
         axis.set_ylim(0.0, 1.05)
         axis.set_ylabel("exact match")
-        axis.set_title(f"{task}: trained on 1-{settings['train_max']} symbols")
+        axis.set_title(
+            f"{task}: trained on 1-{settings['train_max']} symbols "
+            "(longer buckets: seeds that fit)"
+        )
         axis.legend(loc="upper right", fontsize="small")
+        for scheme in schemes:
+            entry = results[task][scheme]
+            if "evaluated_from" in entry:
+                continue
+            curve = np.asarray(next(iter(entry["curve"].values())), dtype="float64")
+            curve_axis.plot(
+                curve[:, 0],
+                curve[:, 1],
+                linestyle="--" if is_randomized(scheme) else "-",
+                label=scheme,
+            )
+        curve_axis.axhline(FIT_THRESHOLD, color="gray", linewidth=0.8)
+        curve_axis.set_xlabel("training steps")
+        curve_axis.set_ylabel("validation exact match (1st seed)")
+        curve_axis.set_ylim(0.0, 1.02)
+        curve_axis.set_title(f"{task}: fitting the training lengths")
+        curve_axis.legend(fontsize="xx-small", ncol=2)
     figure.suptitle("Length generalization (mean over seeds, bars = min to max)")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
@@ -519,7 +809,7 @@ def parse_arguments(argv):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="toy sizes, a few steps, one seed: a smoke test of every code path",
+        help="toy sizes, a few steps, one seed, copy only: a smoke test",
     )
     parser.add_argument("--output-dir", type=pathlib.Path, default=DEFAULT_OUTPUT_DIR)
     parser.add_argument(
@@ -530,13 +820,17 @@ def parse_arguments(argv):
         metavar="SCHEME",
         help=f"schemes to run, of {', '.join(SCHEMES)} (default: all)",
     )
-    parser.add_argument(
-        "--tasks", nargs="+", choices=TASKS, default=list(TASKS), metavar="TASK"
-    )
-    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2")
-    parser.add_argument("--steps", type=int, help="training steps per model")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, metavar="TASK")
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1")
+    parser.add_argument("--max-steps", type=int, help="step cap per model")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes training models side by side, one thread each",
+    )
     return parser.parse_args(argv)
 
 
@@ -545,18 +839,23 @@ def main(argv=None):
     arguments = parse_arguments(argv)
     start = time.perf_counter()
     settings = dict(QUICK if arguments.quick else FULL)
-    for name in ("seeds", "steps", "batch_size", "learning_rate"):
+    for name in ("seeds", "max_steps", "batch_size", "learning_rate", "tasks"):
         if getattr(arguments, name) is not None:
             settings[name] = getattr(arguments, name)
+    settings["workers"] = arguments.workers
     schemes = [scheme for scheme in SCHEMES if scheme in arguments.schemes]
     print(
         f"keras {keras.__version__}, backend {keras.backend.backend()}, "
         f"{'quick' if arguments.quick else 'full'} settings",
         flush=True,
     )
-    tasks = [task for task in TASKS if task in arguments.tasks]
+    tasks = [task for task in TASKS if task in settings["tasks"]]
     results = run_study(
-        settings, tasks, schemes, log=lambda line: print(line, flush=True)
+        settings,
+        tasks,
+        schemes,
+        log=lambda line: print(line, flush=True),
+        workers=arguments.workers,
     )
     report = {
         "machine": machine_description(),
@@ -565,9 +864,10 @@ def main(argv=None):
             **settings,
             "tasks": tasks,
             "dropout": 0.0,
+            "fit_threshold": FIT_THRESHOLD,
             "rotary_scaling_factor": settings["buckets"][-1][1] / settings["train_max"],
-            "rotary_original_max_length": sequence_length(settings["train_max"]) - 1,
-            "learned_table_length": sequence_length(settings["train_max"]) - 1,
+            "rotary_original_max_length": table_length(settings),
+            "learned_table_length": table_length(settings),
             "arguments": argv,
         },
         "schemes": schemes,

@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from keras_posenc.utils.positions import check_positions_shape
+from keras_posenc.utils.positions import mask_positions
 from keras_posenc.utils.validation import check_float_tensor
+from keras_posenc.utils.validation import check_layer_keyword_arguments
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
 
@@ -43,6 +45,7 @@ class AbsolutePositionLayer(keras.layers.Layer):
     def __init__(self, merge="add", output_dim=None, **kwargs):
         check_one_of("merge", merge, MERGE_MODES)
         check_positive_int("output_dim", output_dim, allow_none=True)
+        check_layer_keyword_arguments(self, kwargs)
         super().__init__(**kwargs)
         self.merge = merge
         self.output_dim = output_dim
@@ -81,7 +84,7 @@ class AbsolutePositionLayer(keras.layers.Layer):
     def encode(self, sequence_length, start_index, positions):
         raise NotImplementedError
 
-    def call(self, inputs, start_index=0, positions=None):
+    def call(self, inputs, start_index=0, positions=None, mask=None):
         check_float_tensor(self.__class__.__name__, "inputs", inputs)
         # `_check_input_shape` ran in `build`: the rank is at least 3.
         rank = len(inputs.shape)
@@ -92,6 +95,7 @@ class AbsolutePositionLayer(keras.layers.Layer):
                 inputs.shape[0],
                 integer=self.integer_positions,
             )
+            positions = mask_positions(positions, mask)
         shape = ops.shape(inputs)
         encoding = self.encode(shape[-2], start_index, positions)
         if len(encoding.shape) == 3:

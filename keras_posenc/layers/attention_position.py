@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_posenc.utils.validation import check_layer_keyword_arguments
+
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
 class AttentionPosition(keras.layers.Layer):
@@ -75,6 +77,10 @@ class AttentionPosition(keras.layers.Layer):
     >>> tuple(attention(x, x).shape)
     (1, 6, 8)
     """
+
+    def __init__(self, **kwargs):
+        check_layer_keyword_arguments(self, kwargs)
+        super().__init__(**kwargs)
 
     @property
     def needs_attention_weights(self):

@@ -1,6 +1,7 @@
 import keras
 
 from keras_posenc.utils.validation import check_float_tensor
+from keras_posenc.utils.validation import check_layer_keyword_arguments
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
 from keras_posenc.utils.validation import clone_initializer
@@ -43,6 +44,7 @@ class FeedForward(keras.layers.Layer):
     ):
         check_positive_int("intermediate_dim", intermediate_dim)
         check_rate("dropout", dropout)
+        check_layer_keyword_arguments(self, kwargs)
         super().__init__(**kwargs)
         self.intermediate_dim = int(intermediate_dim)
         self.activation = keras.activations.get(activation)

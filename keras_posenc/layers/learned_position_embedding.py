@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_posenc.layers.absolute_position_layer import AbsolutePositionLayer
 from keras_posenc.utils.positions import check_start_index
+from keras_posenc.utils.positions import concrete_value
 from keras_posenc.utils.positions import position_ids
 from keras_posenc.utils.validation import check_positive_int
 
@@ -69,7 +70,13 @@ class LearnedPositionEmbedding(AbsolutePositionLayer):
     a dynamic shape (unknown length, a `start_index` tensor, or explicit
     `positions`) nothing can be raised inside a compiled graph, so positions
     outside `[0, max_length)` produce NaN embeddings on every backend: the
-    loss turns NaN instead of the model silently reusing the last row. (JAX
+    loss turns NaN instead of the model silently reusing the last row.
+    Explicit `positions` whose values are known (eager calls) are checked:
+    one outside the table raises a `ValueError`. Under a Keras mask (or the
+    `mask_zero` padding mask of `TokenAndPositionEmbedding`) the padding
+    slots take row 0 whatever their position, so the `cumsum(mask) - 1`
+    numbering of left padding (-1 at the pads) never reaches the valid tokens
+    as NaN through attention. (JAX
     and PyTorch trace models with the real length even for
     `keras.Input(shape=(None, d))`, so they raise; a TensorFlow graph traced
     with an unknown length gives the NaNs.)
@@ -169,6 +176,19 @@ class LearnedPositionEmbedding(AbsolutePositionLayer):
                 table, (start_index, 0), (sequence_length, self.encoding_dim)
             )
         ids = position_ids(sequence_length, start_index, positions, dtype="int32")
+        values = concrete_value(positions)
+        if (
+            values is not None
+            and values.size
+            and (values.min() < 0 or values.max() >= self.max_length)
+        ):
+            raise ValueError(
+                f"`positions` must lie in [0, max_length) = [0, {self.max_length}) "
+                "for the tokens that count (padding slots under a mask may hold "
+                f"any value). Received: positions from {values.min()} to "
+                f"{values.max()}. Grow the table with `grow()` or use a larger "
+                "`max_length`."
+            )
         inside = ops.logical_and(ids >= 0, ids < self.max_length)
         rows = ops.take(table, ops.clip(ids, 0, self.max_length - 1), axis=0)
         nan = ops.convert_to_tensor(float("nan"), dtype=self.compute_dtype)

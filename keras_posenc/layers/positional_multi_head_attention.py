@@ -17,6 +17,8 @@ from keras_posenc.utils.positions import check_start_index
 from keras_posenc.utils.positions import default_key_positions
 from keras_posenc.utils.positions import position_ids
 from keras_posenc.utils.validation import check_float_tensor
+from keras_posenc.utils.validation import check_layer_keyword_arguments
+from keras_posenc.utils.validation import check_non_negative_int
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
 from keras_posenc.utils.validation import clone_initializer
@@ -78,6 +80,18 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             the query.
         kernel_initializer: initializer of the projection kernels.
         bias_initializer: initializer of the projection biases.
+        kernel_regularizer, bias_regularizer, kernel_constraint,
+            bias_constraint: of the four projections, as in
+            `keras.layers.MultiHeadAttention`.
+        output_shape: int, 1-tuple or None. Keras' name for `output_dim`
+            (one feature axis only); give one of the two.
+        flash_attention: None, True or False. None (the default) lets the
+            backend fuse where it can and refuses its flash kernels whenever
+            a bias or a mask must be honoured; False never asks for them;
+            True asks for them and raises when a scheme bias or a mask is
+            present (and, from the backend, where no flash kernel exists,
+            e.g. on CPU).
+        seed: int or None. Seed of the attention dropout.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -151,6 +165,13 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         output_dim=None,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        kernel_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        bias_constraint=None,
+        output_shape=None,
+        flash_attention=None,
+        seed=None,
         **kwargs,
     ):
         check_positive_int("num_heads", num_heads)
@@ -158,6 +179,27 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         check_positive_int("value_dim", value_dim, allow_none=True)
         check_positive_int("output_dim", output_dim, allow_none=True)
         check_rate("dropout", dropout)
+        if output_shape is not None:
+            # Keras' name; one feature axis only (the blocks' residuals).
+            shape = (
+                output_shape
+                if isinstance(output_shape, (tuple, list))
+                else (output_shape,)
+            )
+            if output_dim is not None or len(shape) != 1:
+                raise ValueError(
+                    "`output_shape` (Keras' name for `output_dim`) must be an int "
+                    "or a 1-tuple, and not given with `output_dim`. Received: "
+                    f"output_shape={output_shape!r}, output_dim={output_dim!r}"
+                )
+            output_dim = check_positive_int("output_shape", shape[0])
+        if flash_attention is not None and not isinstance(flash_attention, bool):
+            raise ValueError(
+                "`flash_attention` must be one of [None, True, False]. "
+                f"Received: flash_attention={flash_attention!r}"
+            )
+        if seed is not None:
+            check_non_negative_int("seed", seed)
         position_layer = position_schemes.get_attention(
             position, num_heads=num_heads, dtype=kwargs.get("dtype"), name="position"
         )
@@ -169,6 +211,7 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                     f"`key_dim` does not suit position={position!r}: {error} "
                     f"Received: key_dim={key_dim}"
                 ) from None
+        check_layer_keyword_arguments(self, kwargs)
         super().__init__(**kwargs)
         self.num_heads = int(num_heads)
         self.key_dim = int(key_dim)
@@ -178,12 +221,18 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         self.output_dim = output_dim
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.flash_attention = flash_attention
+        self.seed = seed
         self.supports_masking = True
         # A name stays a name in the config; a layer or config is serialized.
         self.position = position if isinstance(position, str) else None
         self.position_layer = position_layer
         self.dropout_layer = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy, name="attention_dropout"
+            self.dropout, seed=seed, dtype=self.dtype_policy, name="attention_dropout"
         )
 
     def _dense(self, equation, output_shape, bias_axes, name):
@@ -193,6 +242,10 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             bias_axes=bias_axes if self.use_bias else None,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),
+            kernel_regularizer=self.kernel_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            bias_constraint=self.bias_constraint,
             dtype=self.dtype_policy,
             name=name,
         )
@@ -538,7 +591,15 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         # specific flash attention path", after `_can_use_flash_attention`
         # returns True on TPU without looking at the bias). Whenever a bias
         # or mask must be honoured, the fused call says so.
-        flash_attention = False if (bias is not None or mask is not None) else None
+        flash_attention = self.flash_attention
+        if bias is not None or mask is not None:
+            if flash_attention:
+                raise ValueError(
+                    "`flash_attention=True` cannot honour a position bias or an "
+                    "attention mask on every backend; use None (fused where "
+                    "possible) or False. Received: flash_attention=True"
+                )
+            flash_attention = False
         return ops.dot_product_attention(
             q,
             k,
@@ -614,6 +675,16 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                     self.kernel_initializer
                 ),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": keras.constraints.serialize(
+                    self.kernel_constraint
+                ),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+                "flash_attention": self.flash_attention,
+                "seed": self.seed,
             }
         )
         return config

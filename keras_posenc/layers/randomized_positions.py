@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_posenc.utils.validation import check_layer_keyword_arguments
 from keras_posenc.utils.validation import check_non_negative_int
 from keras_posenc.utils.validation import check_positive_int
 
@@ -53,6 +54,7 @@ class RandomizedPositions(keras.layers.Layer):
         check_positive_int("max_position", max_position)
         if seed is not None:
             check_non_negative_int("seed", seed)
+        check_layer_keyword_arguments(self, kwargs)
         super().__init__(**kwargs)
         self.max_position = int(max_position)
         self.seed = seed

@@ -3,6 +3,7 @@ from keras import ops
 
 from keras_posenc import positions as position_schemes
 from keras_posenc.utils.validation import check_bool
+from keras_posenc.utils.validation import check_layer_keyword_arguments
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import clone_initializer
@@ -41,6 +42,11 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
             layer (it has its own).
         embeddings_initializer: initializer of the token and learned position
             tables. Defaults to `"glorot_uniform"`.
+        tie_weights: bool. As in keras-hub: the token table is a
+            `keras.layers.ReversibleEmbedding`, and
+            `layer.token_embedding(hidden_states, reverse=True)` computes
+            logits with the token table itself (True) or with a separate
+            output table (False). Defaults to `True`.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -79,28 +85,27 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
     def __init__(
         self,
         vocabulary_size,
-        max_length,
-        embedding_dim,
+        max_length=None,
+        embedding_dim=None,
         position="sinusoidal",
         merge=None,
         position_dim=None,
         mask_zero=False,
         max_wavelength=None,
         embeddings_initializer="glorot_uniform",
+        tie_weights=True,
         **kwargs,
     ):
-        if "sequence_length" in kwargs:
-            raise TypeError(
-                "TokenAndPositionEmbedding takes `max_length` (the rows of the "
-                "learned table), not keras-hub's `sequence_length`. Received: "
-                f"sequence_length={kwargs['sequence_length']!r}"
-            )
+        # First, so keras-hub's `sequence_length=` is named, not a missing
+        # `max_length`.
+        check_layer_keyword_arguments(self, kwargs)
         check_positive_int("vocabulary_size", vocabulary_size)
         check_positive_int("max_length", max_length)
         check_positive_int("embedding_dim", embedding_dim)
         check_one_of("merge", merge, ("add", "concat", None))
         check_positive_int("position_dim", position_dim, allow_none=True)
         check_bool("mask_zero", mask_zero)
+        check_bool("tie_weights", tie_weights)
         super().__init__(**kwargs)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         position_layer = self._position_layer(
@@ -126,9 +131,13 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         self.max_wavelength = max_wavelength
         self.supports_masking = mask_zero
 
-        self.token_embedding = keras.layers.Embedding(
+        self.tie_weights = tie_weights
+        # keras-hub's layout: `token_embedding(hidden, reverse=True)` gives
+        # logits over the vocabulary (with the token table itself when tied).
+        self.token_embedding = keras.layers.ReversibleEmbedding(
             vocabulary_size,
             embedding_dim,
+            tie_weights=tie_weights,
             embeddings_initializer=clone_initializer(self.embeddings_initializer),
             dtype=self.dtype_policy,
             name="token_embedding",
@@ -215,8 +224,9 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
         embeddings = self.token_embedding(inputs)
         if self.position_embedding is None:
             return embeddings
+        mask = self.compute_mask(inputs) if positions is not None else None
         return self.position_embedding(
-            embeddings, start_index=start_index, positions=positions
+            embeddings, start_index=start_index, positions=positions, mask=mask
         )
 
     def compute_mask(self, inputs, mask=None):
@@ -239,6 +249,7 @@ class TokenAndPositionEmbedding(keras.layers.Layer):
                 "merge": self.merge,
                 "position_dim": self.position_dim,
                 "mask_zero": self.mask_zero,
+                "tie_weights": self.tie_weights,
                 "max_wavelength": self.max_wavelength,
                 "embeddings_initializer": keras.initializers.serialize(
                     self.embeddings_initializer

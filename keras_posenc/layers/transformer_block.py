@@ -10,6 +10,7 @@ from keras_posenc.layers.positional_multi_head_attention import (
 from keras_posenc.utils.masks import check_padding_mask
 from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_float_tensor
+from keras_posenc.utils.validation import check_layer_keyword_arguments
 from keras_posenc.utils.validation import check_positive_float
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
@@ -48,6 +49,7 @@ class TransformerBlock(keras.layers.Layer):
             dtype=kwargs.get("dtype"),
             name="position",
         )
+        check_layer_keyword_arguments(self, kwargs)
         super().__init__(**kwargs)
         self.intermediate_dim = int(intermediate_dim)
         self.num_heads = int(num_heads)

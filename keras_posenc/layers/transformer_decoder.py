@@ -44,6 +44,11 @@ class TransformerDecoder(TransformerBlock):
         decoder_padding_mask: optional bool `(batch, T)`; defaults to the Keras
             mask of `decoder_sequence`.
         encoder_padding_mask: optional bool `(batch, S)`.
+        decoder_attention_mask: optional bool `(batch, T, T)` (`(batch, T,
+            max_length)` with a cache), True where a decoder token may
+            attend; combined with the causal and padding masks.
+        encoder_attention_mask: optional bool `(batch, T, S)` for the
+            cross-attention.
         self_attention_cache: optional cache tensor (see above).
         self_attention_cache_update_index: int or scalar int tensor.
         positions: optional int `(T,)` or `(batch, T)` decoder positions.
@@ -107,6 +112,8 @@ class TransformerDecoder(TransformerBlock):
         encoder_sequence=None,
         decoder_padding_mask=None,
         encoder_padding_mask=None,
+        decoder_attention_mask=None,
+        encoder_attention_mask=None,
         self_attention_cache=None,
         self_attention_cache_update_index=None,
         positions=None,
@@ -148,6 +155,7 @@ class TransformerDecoder(TransformerBlock):
                 y,
                 query_mask=padding_mask,
                 value_mask=padding_mask,
+                attention_mask=decoder_attention_mask,
                 positions=positions,
                 use_causal_mask=use_causal_mask,
                 cache=cache,
@@ -167,6 +175,7 @@ class TransformerDecoder(TransformerBlock):
                     encoder_sequence,
                     query_mask=padding_mask,
                     value_mask=encoder_padding_mask,
+                    attention_mask=encoder_attention_mask,
                     training=training,
                 ),
                 training,

@@ -38,10 +38,13 @@ class TransformerEncoder(TransformerBlock):
         positions: optional int `(seq,)` or `(batch, seq)` token positions for
             the position scheme (left-padded or packed sequences).
         use_causal_mask: bool. Defaults to False.
+        return_attention_scores: bool. Also return the self-attention's
+            `(batch, num_heads, seq, seq)` weights, as keras-hub's encoder.
         training: bool.
 
     Returns:
-        A `(batch, seq, hidden_dim)` tensor; the padding mask passes through.
+        A `(batch, seq, hidden_dim)` tensor (and the attention weights with
+        `return_attention_scores=True`); the padding mask passes through.
 
     Input checks: `inputs` must be a 3-D float tensor whose width
     `num_heads` divides (into an even head size for rotary and xPos), and
@@ -82,6 +85,7 @@ class TransformerEncoder(TransformerBlock):
         attention_mask=None,
         positions=None,
         use_causal_mask=False,
+        return_attention_scores=False,
         training=None,
         mask=None,
     ):
@@ -98,8 +102,24 @@ class TransformerEncoder(TransformerBlock):
                 attention_mask=attention_mask,
                 positions=positions,
                 use_causal_mask=use_causal_mask,
+                return_attention_scores=return_attention_scores,
                 training=training,
             ),
             training,
         )
+        if return_attention_scores:
+            x, scores = x
+            return self.feed_forward_block(x, training), scores
         return self.feed_forward_block(x, training)
+
+    def compute_output_spec(
+        self, inputs, *args, return_attention_scores=False, **kwargs
+    ):
+        output = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return output
+        batch, length = inputs.shape[0], inputs.shape[1]
+        scores = keras.KerasTensor(
+            (batch, self.num_heads, length, length), dtype=self.compute_dtype
+        )
+        return output, scores

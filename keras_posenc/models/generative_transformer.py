@@ -11,6 +11,7 @@ five hooks: `_generation_inputs` (numpy checks of its inputs),
 reference).
 """
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -66,9 +67,9 @@ class GenerativeTransformer(TransformerModel):
                     f"`{name}` must be below vocabulary_size={self.vocabulary_size}."
                     f" Received: {name}={value}"
                 )
-        get_sampler(sampler)
+        sampler = self._named_sampler(sampler)
         inputs = self._generation_inputs(inputs, max_length, start_token_id)
-        output = self.generate_step(
+        output = self._compiled_generate_step()(
             ops.convert_to_tensor(inputs, dtype="int32"),
             max_length,
             sampler=sampler,
@@ -77,6 +78,86 @@ class GenerativeTransformer(TransformerModel):
             start_token_id=start_token_id,
         )
         return np.asarray(ops.convert_to_numpy(output)).astype("int32")
+
+    def _named_sampler(self, sampler):
+        """One keras-hub sampler per name, so compiled loops are reused."""
+        samplers = self.__dict__.setdefault("_samplers", {})
+        if isinstance(sampler, str) and sampler in samplers:
+            return samplers[sampler]
+        resolved = get_sampler(sampler)
+        if isinstance(sampler, str):
+            samplers[sampler] = resolved
+        return resolved
+
+    def _compiled_generate_step(self):
+        """`generate_step` compiled once per model and argument set.
+
+        As keras-hub's `CausalLM.make_generate_function`: on JAX a `jax.jit`
+        of a stateless step (the variables go in as arguments, the sampler's
+        seed state comes back out); on TensorFlow a `tf.function`; PyTorch
+        runs eagerly. Non-tensor arguments are static: a new `max_length`,
+        sampler or stop token compiles a new step.
+        """
+        compiled = self.__dict__.get("_generate_function")
+        if compiled is not None:
+            return compiled
+        backend = keras.config.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            compiled = tf.function(self.generate_step, reduce_retracing=True)
+        elif backend == "jax":
+            compiled = self._jax_generate_function()
+        else:
+            compiled = self.generate_step
+        self.__dict__["_generate_function"] = compiled
+        return compiled
+
+    def _jax_generate_function(self):
+        import functools
+
+        import jax
+
+        @functools.partial(
+            jax.jit,
+            static_argnames=(
+                "max_length",
+                "sampler",
+                "stop_token_id",
+                "use_cache",
+                "start_token_id",
+            ),
+        )
+        def stateless_step(inputs, state, max_length, sampler, **static):
+            sampler_values, trainable_values, non_trainable_values = state
+            mapping = list(zip(sampler.variables, sampler_values))
+            mapping += zip(self.trainable_variables, trainable_values)
+            mapping += zip(self.non_trainable_variables, non_trainable_values)
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                outputs = self.generate_step(
+                    inputs, max_length, sampler=sampler, **static
+                )
+            new_sampler_values = []
+            for variable, value in zip(sampler.variables, sampler_values):
+                new_value = scope.get_current_value(variable)
+                new_sampler_values.append(value if new_value is None else new_value)
+            return outputs, new_sampler_values
+
+        def generate_function(inputs, max_length, sampler, **static):
+            state = (
+                [variable.value for variable in sampler.variables],
+                [variable.value for variable in self.trainable_variables],
+                [variable.value for variable in self.non_trainable_variables],
+            )
+            outputs, sampler_values = stateless_step(
+                inputs, state, max_length=max_length, sampler=sampler, **static
+            )
+            # Only the sampler's seeds change; the model's weights never do.
+            for variable, value in zip(sampler.variables, sampler_values):
+                variable.assign(value)
+            return outputs
+
+        return generate_function
 
     def generate_step(
         self,

@@ -106,12 +106,12 @@ class Seq2SeqTransformer(GenerativeTransformer):
         encoder_embedding = make.embedding("encoder_embedding")
         encoder_embedding_dropout = make.dropout("encoder_embedding_dropout")
         encoder_layers = make.blocks(TransformerEncoder, "encoder_layer")
-        encoder_final_norm = make.final_norm("encoder_final_norm")
+        encoder_final_norm = make.final_norm("encoder_final_norm", feeds_output=False)
         decoder_embedding = make.embedding("decoder_embedding")
         decoder_embedding_dropout = make.dropout("decoder_embedding_dropout")
         decoder_layers = make.blocks(TransformerDecoder, "decoder_layer")
         decoder_final_norm = make.final_norm("decoder_final_norm")
-        logits_dense = make.dense(vocabulary_size, "logits")
+        logits_dense = make.output_dense(vocabulary_size, "logits")
 
         encoder_token_ids = keras.Input(
             shape=(None,), dtype="int32", name="encoder_token_ids"

@@ -124,8 +124,8 @@ class TransformerClassifier(TransformerModel):
         embedding = make.embedding("embedding")
         encoder_layers = make.blocks(TransformerEncoder, "transformer_layer")
         final_norm = make.final_norm("final_norm")
-        pooled_dropout = make.dropout("pooled_dropout")
-        head = make.dense(
+        pooled_dropout = make.dropout("pooled_dropout", feeds_output=True)
+        head = make.output_dense(
             num_classes, "classification_head", activation=head_activation
         )
 

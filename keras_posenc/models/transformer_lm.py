@@ -102,7 +102,7 @@ class TransformerLM(GenerativeTransformer):
         embedding_dropout = make.dropout("embedding_dropout")
         decoder_layers = make.blocks(TransformerDecoder, "decoder_layer")
         final_norm = make.final_norm("final_norm")
-        logits_dense = make.dense(vocabulary_size, "logits")
+        logits_dense = make.output_dense(vocabulary_size, "logits")
 
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
         padding_mask = ops.not_equal(token_ids, 0)

@@ -6,15 +6,16 @@ subclasses `TransformerModel`, which checks token ids and owns
 `get_config`/`from_config`.
 """
 
-import difflib
 import inspect
 
 import keras
+import numpy as np
 
 from keras_posenc import positions as position_schemes
 from keras_posenc.layers.randomized_positions import RandomizedPositions
 from keras_posenc.layers.token_and_position_embedding import TokenAndPositionEmbedding
 from keras_posenc.utils.validation import check_bool
+from keras_posenc.utils.validation import check_keyword_arguments
 from keras_posenc.utils.validation import check_positive_int
 from keras_posenc.utils.validation import check_rate
 from keras_posenc.utils.validation import check_token_ids
@@ -209,21 +210,86 @@ class TransformerLayers:
         )
         return layer(token_ids)
 
-    def dropout(self, name):
+    def dropout(self, name, feeds_output=False):
         return keras.layers.Dropout(
-            self.arguments["dropout"], dtype=self.dtype, name=name
+            self.arguments["dropout"],
+            dtype=self.output_dtype() if feeds_output else self.dtype,
+            name=name,
         )
 
-    def final_norm(self, name):
-        """The layer normalization pre-norm blocks need at the end, or None."""
+    def final_norm(self, name, feeds_output=True):
+        """The layer normalization pre-norm blocks need at the end, or None.
+
+        One that feeds the output layer computes in `output_dtype()`.
+        """
         if not self.arguments["normalize_first"]:
             return None
         return keras.layers.LayerNormalization(
-            epsilon=1e-5, dtype=self.dtype, name=name
+            epsilon=1e-5,
+            dtype=self.output_dtype() if feeds_output else self.dtype,
+            name=name,
         )
 
     def dense(self, units, name, **kwargs):
         return keras.layers.Dense(units, dtype=self.dtype, name=name, **kwargs)
+
+    def output_dense(self, units, name, **kwargs):
+        """The layer that gives the model's logits or probabilities."""
+        return keras.layers.Dense(units, dtype=self.output_dtype(), name=name, **kwargs)
+
+    def output_dtype(self):
+        """The dtype policy of the output layers: float32 under 16-bit compute.
+
+        As Keras' mixed-precision guide advises, logits and probabilities
+        stay in float32 (a softmax or a greedy argmax over bfloat16 logits
+        meets rounding and exact ties); other policies apply unchanged.
+        """
+        policy = keras.dtype_policies.get(
+            self.dtype if self.dtype is not None else keras.config.dtype_policy()
+        )
+        if policy.compute_dtype in ("float16", "bfloat16"):
+            return "float32"
+        return self.dtype
+
+
+def data_spec(x):
+    """`KerasTensor`s with the shapes and dtypes of model inputs `x`, or None.
+
+    `x` may be an array, a tensor, nested lists of ints, a dict of those, or
+    a `tf.data.Dataset` (its first element: the inputs); None for anything
+    else (generators, `PyDataset`s), whose batches are only seen in the step.
+    """
+    if hasattr(x, "element_spec") and type(x).__module__.startswith("tensorflow"):
+        spec = x.element_spec
+        if isinstance(spec, tuple):
+            spec = spec[0]
+        try:
+            return keras.tree.map_structure(
+                lambda s: keras.KerasTensor(tuple(s.shape), dtype=s.dtype.name), spec
+            )
+        except (AttributeError, TypeError):
+            return None
+    if isinstance(x, dict):
+        specs = {name: data_spec(value) for name, value in x.items()}
+        if any(value is None or isinstance(value, dict) for value in specs.values()):
+            return None
+        return specs
+    if x is None or callable(getattr(x, "__next__", None)):
+        return None
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        if not isinstance(x, (list, tuple)):
+            return None
+        try:
+            x = np.asarray(x)
+        except ValueError:
+            return None
+        if x.dtype == object:
+            return None
+    try:
+        dtype = keras.backend.standardize_dtype(x.dtype)
+    except ValueError:
+        return None
+    return keras.KerasTensor(tuple(x.shape), dtype=dtype)
 
 
 class TransformerModel(keras.Model):
@@ -248,24 +314,7 @@ class TransformerModel(keras.Model):
         Keras' functional base accepts and drops unknown keyword arguments,
         so a misspelled `num_head=8` would silently build the default.
         """
-        unknown = [name for name in kwargs if name not in cls.MODEL_KEYWORDS]
-        if not unknown:
-            return
-        valid = [
-            name
-            for name in inspect.signature(cls.__init__).parameters
-            if name not in ("self", "kwargs")
-        ] + list(cls.MODEL_KEYWORDS)
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, valid, n=1)
-            hints.append(
-                f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-            )
-        raise TypeError(
-            f"{cls.__name__} got unexpected keyword argument(s) {', '.join(hints)}. "
-            f"It takes: {', '.join(valid)}."
-        )
+        check_keyword_arguments(cls, kwargs, cls.MODEL_KEYWORDS, stop=TransformerModel)
 
     def set_arguments(self, dtype=None, **arguments):
         # Keras' functional base does not keep the `dtype` it is given.
@@ -281,6 +330,69 @@ class TransformerModel(keras.Model):
     def call(self, inputs, training=None, mask=None):
         check_token_ids(inputs)
         return super().call(inputs, training=training, mask=mask)
+
+    def check_data(self, x):
+        """Runs the input checks of `call` on `x` before a trainer step does.
+
+        Keras' JAX trainer takes the variables out of the model for its
+        compiled step, so an input error raised inside the step would leave
+        the model without weights (and the other trainers half-built). The
+        `fit`/`evaluate`/`predict` family therefore checks `x` first, once per
+        shape and dtype: the dtypes and batch sizes of every input, then one
+        eager call on the first row (shape checks such as a learned table's
+        length). Arrays, tensors, nested lists and dicts of them are checked
+        so, a `tf.data.Dataset` on its `element_spec`; batches of other
+        iterables are only seen inside the step.
+        """
+        spec = data_spec(x)
+        if spec is None:
+            return
+        key = repr(keras.tree.map_structure(lambda t: (t.shape, t.dtype), spec))
+        checked = self.__dict__.setdefault("_checked_data", set())
+        if key in checked:
+            return
+        check_token_ids(spec)
+        sizes = {t.shape[0] for t in keras.tree.flatten(spec) if t.shape}
+        sizes.discard(None)
+        if len(sizes) > 1:
+            raise ValueError(
+                "Every input must have the same batch size. Received: "
+                + ", ".join(f"{name}.shape={t.shape}" for name, t in spec.items())
+            )
+        if not isinstance(x, (dict, list, tuple)) and not hasattr(x, "shape"):
+            checked.add(key)  # A dataset: its spec is all there is.
+            return
+        first_row = keras.tree.map_structure(
+            lambda value: np.asarray(keras.ops.convert_to_numpy(value))[:1], x
+        )
+        if any(value.size == 0 for value in keras.tree.flatten(first_row)):
+            return
+        self(first_row, training=False)
+        checked.add(key)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x)
+        return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        self.check_data(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self.check_data(x)
+        return super().predict(x, *args, **kwargs)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        self.check_data(x)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        self.check_data(x)
+        return super().test_on_batch(x, y, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self.check_data(x)
+        return super().predict_on_batch(x)
 
     def get_config(self):
         config = {

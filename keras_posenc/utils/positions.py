@@ -9,6 +9,8 @@ Every position layer takes `call(inputs, start_index=0, positions=None)`:
 
 import numbers
 
+import keras
+import numpy as np
 from keras import ops
 
 from keras_posenc.utils.validation import check_integer_tensor
@@ -143,3 +145,31 @@ def default_key_positions(positions, key_positions, query_length, key_length):
             "cannot be inferred. Received: key_positions=None"
         )
     return positions
+
+
+def concrete_value(x):
+    """`x` as a numpy array when its value is known now (eager), else None.
+
+    None for symbolic `keras.Input`s and for tensors inside a traced or
+    compiled function (a JAX tracer, a TensorFlow graph tensor).
+    """
+    if isinstance(x, np.ndarray):
+        return x
+    if x is None or isinstance(x, keras.KerasTensor):
+        return None
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except (TypeError, ValueError, NotImplementedError, AttributeError, RuntimeError):
+        return None
+
+
+def mask_positions(positions, mask):
+    """`positions` with 0 at the masked (padding) slots of a `(batch, seq)` mask.
+
+    Left padding numbered by `cumsum(mask) - 1` gives pads position -1; a
+    padding slot never counts, but a NaN or out-of-range lookup there would
+    reach the valid tokens through attention (0 * NaN), so pads take row 0.
+    """
+    if mask is None or positions is None or len(mask.shape) != 2:
+        return positions
+    return ops.where(mask, positions, ops.zeros_like(positions))

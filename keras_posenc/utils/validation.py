@@ -1,5 +1,7 @@
 """Argument checks shared by all layers: `ValueError`s that name the argument."""
 
+import difflib
+import inspect
 import numbers
 
 
@@ -151,4 +153,80 @@ def _is_float64_distributed_build(value):
         tf.distribute.has_strategy()
         and tf.distribute.in_cross_replica_context()
         and not tf.executing_eagerly()
+    )
+
+
+def constructor_arguments(cls, stop=None):
+    """Names the `__init__`s of `cls` and its bases (up to `stop`) take."""
+    names = []
+    for base in cls.__mro__:
+        if base is stop or base is object:
+            break
+        if "__init__" not in vars(base):
+            continue
+        for name, parameter in inspect.signature(base.__init__).parameters.items():
+            if name == "self" or parameter.kind in (
+                inspect.Parameter.VAR_KEYWORD,
+                inspect.Parameter.VAR_POSITIONAL,
+            ):
+                continue
+            if name not in names:
+                names.append(name)
+    return names
+
+
+# Argument names of keras-hub's layers and backbones and what ours call them.
+KERAS_HUB_NAMES = {
+    "sequence_length": "max_length",
+    "max_sequence_length": "max_length",
+    "initializer": "embeddings_initializer",
+}
+
+
+def check_keyword_arguments(cls, kwargs, base_arguments, stop=None):
+    """Raises a `TypeError` naming unknown `**kwargs` and the closest valid names.
+
+    Args:
+        cls: the class being constructed; its own arguments are read from the
+            `__init__` signatures of its bases up to `stop`.
+        kwargs: the `**kwargs` left for the Keras base class.
+        base_arguments: the names the Keras base class takes.
+        stop: the Keras base class (its own signature is `base_arguments`).
+    """
+    unknown = [name for name in kwargs if name not in base_arguments]
+    if not unknown:
+        return
+    valid = constructor_arguments(cls, stop) + [
+        name for name in base_arguments if name not in constructor_arguments(cls, stop)
+    ]
+    hints = []
+    for name in unknown:
+        renamed = KERAS_HUB_NAMES.get(name)
+        if renamed in valid:
+            hints.append(f"{name!r} (keras-hub's name; here it is {renamed!r})")
+            continue
+        close = difflib.get_close_matches(name, valid, n=1)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(
+        f"{cls.__name__} got unexpected keyword argument(s) {', '.join(hints)}. "
+        f"It takes: {', '.join(valid)}."
+    )
+
+
+def layer_base_arguments():
+    """What `keras.layers.Layer.__init__` takes besides a layer's own arguments."""
+    import keras
+
+    parameters = inspect.signature(keras.layers.Layer.__init__).parameters
+    names = [name for name in parameters if name not in ("self", "kwargs")]
+    # Popped from `**kwargs` by `keras.layers.Layer.__init__` itself.
+    return tuple(names) + ("input_dim", "input_shape")
+
+
+def check_layer_keyword_arguments(layer, kwargs):
+    """`check_keyword_arguments` for the `**kwargs` a layer passes to Keras."""
+    import keras
+
+    check_keyword_arguments(
+        type(layer), kwargs, layer_base_arguments(), stop=keras.layers.Layer
     )

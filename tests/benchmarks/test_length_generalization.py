@@ -40,11 +40,21 @@ def test_quick_run_writes_every_scheme_task_and_bucket(tmp_path):
     buckets = [benchmark.bucket_name(b) for b in benchmark.QUICK["buckets"]]
     table_length = report["settings"]["learned_table_length"]
     assert report["machine"]["backend"] == "jax"
-    assert set(report["results"]) == set(benchmark.TASKS)
+    assert set(report["results"]) == set(benchmark.QUICK["tasks"])
+    assert len(benchmark.SCHEMES) == 12 + 9 + 3
     for task, task_results in report["results"].items():
         assert set(task_results) == set(benchmark.SCHEMES)
         for scheme, entry in task_results.items():
             assert set(entry["summary"]) == set(buckets)
+            for seed, curve in entry["curve"].items():
+                # Validation every `eval_every` steps up to the cap (or the fit).
+                assert [point[0] for point in curve] == list(
+                    range(2, entry["steps"][seed] + 1, 2)
+                )
+                assert all(0.0 <= point[1] <= 1.0 for point in curve)
+                fitted = entry["steps_to_fit"][seed] is not None
+                assert fitted == (curve[-1][1] >= benchmark.QUICK["stop_at"])
+            assert set(entry["fits"]) == {"0"}
             for bucket in buckets:
                 summary = entry["summary"][bucket]
                 beyond_table = scheme == "learned" and bucket != buckets[0]
@@ -65,7 +75,7 @@ def test_quick_run_writes_every_scheme_task_and_bucket(tmp_path):
 
 def test_rotary_copy_with_other_scaling_keeps_the_weights():
     benchmark = load_benchmark()
-    settings = {**benchmark.QUICK, "steps": 1}
+    settings = {**benchmark.QUICK, "max_steps": 1}
     model, _ = benchmark.train_model("copy", "rotary", 0, settings)
     inputs, _, _ = benchmark.evaluation_sets("copy", settings)[1]
     copy = benchmark.rotary_model_with_scaling(model, None, 1.0, None)

@@ -862,6 +862,21 @@ def _():
 
 
 @case(
+    "LearnedPositionEmbedding",
+    "positions",
+    "call",
+    ValueError,
+    r"`positions` must lie in \[0, max_length\) = \[0, 8\).*from 4 to 8",
+    "outside-table",
+)
+def _():
+    # Known values (an eager call) are checked; in a graph they give NaN.
+    layers.LearnedPositionEmbedding(max_length=8)(
+        embeddings(), positions=np.arange(LENGTH) + 4
+    )
+
+
+@case(
     "TokenAndPositionEmbedding",
     "positions",
     "call",
@@ -1935,3 +1950,75 @@ def test_table_is_complete():
     ids = [row.id for row in CASES]
     assert len(ids) == len(set(ids)), "duplicate row ids"
     print(f"bad-input table: {len(CASES)} rows over {len(REQUIRED)} targets")
+
+
+# === The model still works after the error ===
+
+# The model-level "call" rows above, given to the trainer entry points
+# (`fit`, `evaluate`, `predict` and their `*_on_batch` forms) of one model in
+# turn. Keras' JAX trainer takes the variables out of the model for its
+# compiled step, so an error raised inside the step used to leave the model
+# without weights ("'NoneType' object is not callable" on the next call).
+RECOVERY_ROWS = {
+    "3d-ids": (ValueError, r"Expected shape \(None, None\)", token_ids((BATCH, 4, 2))),
+    "1d-ids": (ValueError, r"Expected shape \(None, None\)", token_ids((4,))),
+    "float-ids": (TypeError, r"integer.*float32", token_ids((BATCH, 4), "float32")),
+    "long-learned": (ValueError, r"= 9 > max_length \(8\)", token_ids((BATCH, 9))),
+}
+
+
+def recovery_data(name, ids):
+    """Inputs and targets of `name` for token ids `ids` (bad or good)."""
+    length = ids.shape[-1] if ids.ndim > 1 else 1
+    if name == "TransformerClassifier":
+        return ids, np.zeros((ids.shape[0],), "int32")
+    targets = np.ones((ids.shape[0], length), "int32")
+    return model_inputs(name, ids), targets
+
+
+def bad_recovery_inputs(name):
+    for note, (error, match, ids) in RECOVERY_ROWS.items():
+        yield note, error, match, recovery_data(name, ids)
+    if name == "Seq2SeqTransformer":
+        ids = token_ids((BATCH, 4))
+        mismatched = {"encoder_token_ids": token_ids((3, 4)), "decoder_token_ids": ids}
+        yield "batch", ValueError, "same batch size", (mismatched, np.ones((2, 4)))
+        missing = {"encoder_token_ids": ids}
+        yield (
+            "missing-input",
+            (ValueError, KeyError),
+            "decoder_token_ids",
+            (
+                missing,
+                np.ones((2, 4)),
+            ),
+        )
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_fits_and_predicts_after_bad_input(name):
+    network = model(name, position="learned")
+    network.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    good_ids = np.array([[1, 2, 3, 0], [4, 5, 6, 7]], "int32")
+    good_x, good_y = recovery_data(name, good_ids)
+    tried = 0
+    for note, error, match, (x, y) in bad_recovery_inputs(name):
+        calls = {
+            "predict": lambda: network.predict(x, verbose=0),
+            "predict_on_batch": lambda: network.predict_on_batch(x),
+            "fit": lambda: network.fit(x, y, epochs=1, verbose=0),
+            "train_on_batch": lambda: network.train_on_batch(x, y),
+            "evaluate": lambda: network.evaluate(x, y, verbose=0),
+            "test_on_batch": lambda: network.test_on_batch(x, y),
+        }
+        for entry, call in calls.items():
+            with pytest.raises(error, match=match):
+                call()
+            tried += 1
+    history = network.fit(good_x, good_y, epochs=2, batch_size=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    predicted = network.predict(good_x, verbose=0)
+    expected = keras.ops.convert_to_numpy(network(good_x, training=False))
+    np.testing.assert_allclose(predicted, expected, atol=1e-5)
+    assert np.isfinite(predicted).all()
+    record("bad inputs the models recovered from", tried)

@@ -74,12 +74,51 @@ def test_sequence_longer_than_table_raises_with_both_numbers():
         layer(_inputs(length=4), start_index=-2)
 
 
-def test_dynamic_positions_outside_table_give_nan():
+def test_positions_outside_table_raise_eagerly_and_give_nan_in_a_graph():
     layer, _ = _layer_with_table(merge=None, max_length=8)
-    out = to_numpy(layer(_inputs(length=3), positions=np.array([6, 7, 8])))
-    assert np.all(np.isfinite(out[:, :2])) and np.all(np.isnan(out[:, 2]))
+    with pytest.raises(ValueError, match=r"\[0, 8\).*from 6 to 8"):
+        layer(_inputs(length=3), positions=np.array([6, 7, 8]))
+    with pytest.raises(ValueError, match=r"from -1 to 2"):
+        layer(_inputs(length=4), positions=np.array([-1, 0, 1, 2]))
     out = to_numpy(layer(_inputs(length=3), start_index=ops.convert_to_tensor(6)))
     assert np.all(np.isnan(out[:, 2]))
+    # Inside a compiled function the values are unknown: NaN, never a
+    # silent reuse of the last row.
+    inputs = keras.Input((3, 8))
+    positions = keras.Input((3,), dtype="int32")
+    model = keras.Model([inputs, positions], layer(inputs, positions=positions))
+    out = model.predict([_inputs(length=3), np.array([[6, 7, 8]] * 2)], verbose=0)
+    assert np.all(np.isfinite(out[:, :2])) and np.all(np.isnan(out[:, 2]))
+
+
+def test_left_padding_numbered_by_cumsum_stays_finite_through_an_encoder():
+    from keras_posenc.layers import TokenAndPositionEmbedding
+    from keras_posenc.layers import TransformerEncoder
+
+    ids = np.array([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]], "int32")
+    mask = ids != 0
+    positions = np.cumsum(mask, axis=1) - 1  # -1 at the left pads
+    embedding = TokenAndPositionEmbedding(
+        vocabulary_size=10,
+        max_length=5,
+        embedding_dim=8,
+        position="learned",
+        mask_zero=True,
+    )
+    encoder = TransformerEncoder(intermediate_dim=8, num_heads=2)
+    x = embedding(ids, positions=positions)
+    assert np.isfinite(to_numpy(x)).all()
+    out = to_numpy(encoder(x, padding_mask=mask, positions=positions))
+    assert np.isfinite(out).all()
+    # The valid tokens of the left-padded row see what the same tokens see
+    # unpadded: positions 0, 1, 2 and no pads.
+    alone = to_numpy(
+        encoder(
+            embedding(ids[:1, 2:], positions=positions[:1, 2:]),
+            padding_mask=mask[:1, 2:],
+        )
+    )
+    np.testing.assert_allclose(out[0, 2:], alone[0], atol=1e-5)
 
 
 def test_dynamic_sequence_length():

@@ -209,3 +209,53 @@ def test_invalid_arguments(kwargs, argument):
     base = {"num_heads": 2, "key_dim": 4}
     with pytest.raises(ValueError, match=f"`{argument}`"):
         layers.PositionalMultiHeadAttention(**{**base, **kwargs})
+
+
+def test_keras_multi_head_attention_arguments():
+    """`keras.layers.MultiHeadAttention`'s arguments, with the same meanings."""
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    layer = layers.PositionalMultiHeadAttention(
+        num_heads=2,
+        key_dim=4,
+        position="rotary",
+        output_shape=12,
+        kernel_regularizer="l2",
+        bias_regularizer=keras.regularizers.L1(0.1),
+        kernel_constraint="non_neg",
+        bias_constraint=keras.constraints.MaxNorm(1.0),
+        seed=3,
+        flash_attention=False,
+    )
+    out = layer(x, x)
+    assert tuple(out.shape) == (2, 5, 12)
+    assert len(layer.losses) == 8  # four kernels and four biases
+    dense = (layer.query_dense, layer.key_dense, layer.value_dense, layer.output_dense)
+    assert all(d.kernel.constraint is layer.kernel_constraint for d in dense)
+    assert all(d.bias.constraint is layer.bias_constraint for d in dense)
+    revived = layers.PositionalMultiHeadAttention.from_config(layer.get_config())
+    assert revived.output_dim == 12 and revived.seed == 3
+    assert revived.flash_attention is False
+    assert isinstance(revived.bias_regularizer, keras.regularizers.L1)
+    revived(x, x)
+    revived.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_numpy(revived(x, x)), to_numpy(out), atol=1e-6)
+    # flash_attention=None (fuse where possible) computes the same.
+    auto = layers.PositionalMultiHeadAttention(
+        num_heads=2, key_dim=4, position="rotary", output_dim=12
+    )
+    auto(x, x)
+    auto.set_weights(layer.get_weights())
+    np.testing.assert_allclose(to_numpy(auto(x, x)), to_numpy(out), atol=1e-5)
+
+    with pytest.raises(ValueError, match="`output_shape`.*output_dim=4"):
+        layers.PositionalMultiHeadAttention(2, 4, output_shape=8, output_dim=4)
+    with pytest.raises(ValueError, match="`flash_attention` must be one of"):
+        layers.PositionalMultiHeadAttention(2, 4, flash_attention="yes")
+    flash = layers.PositionalMultiHeadAttention(
+        2, 4, position="alibi", flash_attention=True
+    )
+    with pytest.raises(ValueError, match="cannot honour a position bias"):
+        flash(x, x)
+    # The failed call leaves the layer usable once the setting is changed.
+    flash.flash_attention = None
+    assert tuple(flash(x, x).shape) == (2, 5, 8)

@@ -107,3 +107,19 @@ def test_invalid_inputs():
         layer(TOKENS.astype("float32"))
     with pytest.raises(ValueError, match="inputs.shape"):
         TokenAndPositionEmbedding(10, 6, 8)(TOKENS[..., None])
+
+
+def test_tie_weights_as_in_keras_hub():
+    hidden = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
+    tied = TokenAndPositionEmbedding(10, 6, 8, tie_weights=True)
+    tied(TOKENS)
+    logits = to_numpy(tied.token_embedding(hidden, reverse=True))
+    table = to_numpy(tied.token_embedding.embeddings)
+    np.testing.assert_allclose(logits, hidden @ table.T, atol=1e-5)
+    untied = TokenAndPositionEmbedding(10, 6, 8, tie_weights=False)
+    untied(TOKENS)
+    assert len(untied.weights) == len(tied.weights) + 1
+    revived = TokenAndPositionEmbedding.from_config(untied.get_config())
+    assert revived.tie_weights is False
+    with pytest.raises(ValueError, match="`tie_weights` must be a boolean"):
+        TokenAndPositionEmbedding(10, 6, 8, tie_weights="yes")

@@ -132,3 +132,55 @@ def test_invalid_arguments(block, kwargs, argument):
 def test_width_not_divisible_by_heads():
     with pytest.raises(ValueError, match="num_heads"):
         layers.TransformerEncoder(intermediate_dim=16, num_heads=3)(_x())
+
+
+def test_encoder_returns_attention_scores_as_keras_hub():
+    import keras
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 8)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    encoder = layers.TransformerEncoder(intermediate_dim=8, num_heads=2, position="t5")
+    plain = to_numpy(encoder(x, padding_mask=mask))
+    out, scores = encoder(x, padding_mask=mask, return_attention_scores=True)
+    # Equal at the real tokens (padded query rows are left undefined).
+    np.testing.assert_allclose(to_numpy(out)[mask], plain[mask], atol=1e-5)
+    scores = to_numpy(scores)
+    assert scores.shape == (2, 2, 5, 5)
+    np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
+    assert np.all(scores[0, :, :3, 3:] == 0.0)  # padded keys get no weight
+    inputs = keras.Input((None, 8))
+    symbolic = encoder(inputs, return_attention_scores=True)
+    assert tuple(symbolic[1].shape) == (None, 2, None, None)
+
+
+def test_decoder_attention_masks_as_keras_hub():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 4, 8)).astype("float32")
+    memory = rng.normal(size=(2, 6, 8)).astype("float32")
+    decoder = layers.TransformerDecoder(intermediate_dim=8, num_heads=2)
+    plain = to_numpy(decoder(x, memory))
+    everywhere = to_numpy(
+        decoder(
+            x,
+            memory,
+            decoder_attention_mask=np.ones((2, 4, 4), bool),
+            encoder_attention_mask=np.ones((2, 4, 6), bool),
+        )
+    )
+    np.testing.assert_allclose(everywhere, plain, atol=1e-6)
+    # Hiding the last two memory slots from every query equals padding them.
+    hide = np.ones((2, 4, 6), bool)
+    hide[:, :, 4:] = False
+    padding = np.array([[1, 1, 1, 1, 0, 0]] * 2, bool)
+    np.testing.assert_allclose(
+        to_numpy(decoder(x, memory, encoder_attention_mask=hide)),
+        to_numpy(decoder(x, memory, encoder_padding_mask=padding)),
+        atol=1e-6,
+    )
+    # A decoder mask that lets each token see only itself changes the later
+    # tokens, not the first (which sees only itself anyway).
+    alone = np.broadcast_to(np.eye(4, dtype=bool), (2, 4, 4))
+    only_self = to_numpy(decoder(x, memory, decoder_attention_mask=alone))
+    np.testing.assert_allclose(only_self[:, 0], plain[:, 0], atol=1e-6)
+    assert not np.allclose(only_self[:, 1:], plain[:, 1:], atol=1e-4)

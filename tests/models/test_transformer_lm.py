@@ -118,6 +118,32 @@ def test_generate_samplers_with_cache():
     assert row[1] == stop and row[2:] == [0] * 7
 
 
+def test_compiled_generate_equals_the_eager_step_and_reuses_its_compilation():
+    import keras_hub
+
+    model = _model("t5")
+    prompts = np.array([[3, 4, 5, 0], [6, 7, 0, 0]], "int32")
+    for sampler in ("greedy", keras_hub.samplers.TopKSampler(k=3, seed=1)):
+        compiled = model.generate(prompts, max_length=9, sampler=sampler)
+        if not isinstance(sampler, str):
+            # The eager reference starts from the same seed state.
+            sampler = keras_hub.samplers.TopKSampler(k=3, seed=1)
+        eager = model.generate_step(
+            keras.ops.convert_to_tensor(model._generation_inputs(prompts, 9, None)),
+            9,
+            sampler=sampler,
+        )
+        np.testing.assert_array_equal(compiled, to_numpy(eager))
+    # One compiled function per model; a named sampler is made once, and its
+    # seed state advances from call to call.
+    assert model._compiled_generate_step() is model._compiled_generate_step()
+    assert model._named_sampler("top_k") is model._named_sampler("top_k")
+    seeded = keras_hub.samplers.TopKSampler(k=5, seed=2)
+    first = model.generate(prompts, max_length=9, sampler=seeded)
+    later = [model.generate(prompts, max_length=9, sampler=seeded) for _ in range(3)]
+    assert any(not np.array_equal(first, other) for other in later)
+
+
 def _copy_data(count, rng, exclude=()):
     rows = []
     excluded = {tuple(row) for row in exclude}
