@@ -196,9 +196,8 @@ def check_keyword_arguments(cls, kwargs, base_arguments, stop=None):
     unknown = [name for name in kwargs if name not in base_arguments]
     if not unknown:
         return
-    valid = constructor_arguments(cls, stop) + [
-        name for name in base_arguments if name not in constructor_arguments(cls, stop)
-    ]
+    own = constructor_arguments(cls, stop)
+    valid = own + [name for name in base_arguments if name not in own]
     hints = []
     for name in unknown:
         renamed = KERAS_HUB_NAMES.get(name)
