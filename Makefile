@@ -8,7 +8,7 @@ BACKEND ?= tensorflow
 # Test files are spread over this many pytest-xdist worker processes (one file stays in one
 # worker, so its module-scoped fixtures are built once): make test TEST_WORKERS=4.
 TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -q -p no:randomly -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -p no:randomly -n $(TEST_WORKERS) --dist loadfile --durations=25
 # Every tutorial; run a subset with NOTEBOOKS="notebooks/00_position_encodings_tour.ipynb".
 NOTEBOOKS ?= $(sort $(wildcard notebooks/*.ipynb))
 # nbval in the notebooks' fast settings (KERAS_POSENC_FAST=1: less data, fewer epochs).

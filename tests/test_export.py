@@ -19,6 +19,8 @@ import pytest
 import keras_posenc
 from keras_posenc import preprocessing
 from keras_posenc.export import export_for_serving
+from keras_posenc.export.serving_graph import uncached_generate_step
+from keras_posenc.models.generation import get_sampler
 
 LABEL_NAMES = ["animals", "money"]
 CLASSIFIER_TEXTS = [
@@ -209,6 +211,52 @@ def served(tmp_path_factory):
         tokenizer, keras.ops.convert_to_numpy(generated), 1
     )
 
+    # A user's own Keras models, built from keras_posenc layers.
+    token_ids = keras.Input((None,), dtype="int32")
+    x = keras_posenc.layers.TokenAndPositionEmbedding(
+        vocabulary_size, SEQUENCE_LENGTH, 16, position="sinusoidal", mask_zero=True
+    )(token_ids)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(x)
+    user_classifier = keras.Model(token_ids, outputs)
+    paths["user_classifier"] = export_for_serving(
+        user_classifier,
+        tokenizer,
+        root / "user_classifier" / "1",
+        label_names=LABEL_NAMES,
+    )
+    expected["user_classifier"] = keras.ops.convert_to_numpy(
+        user_classifier(preprocessing.encode_texts(tokenizer, SERVED_TEXTS))
+    )
+    x = keras_posenc.layers.TokenAndPositionEmbedding(
+        vocabulary_size, SEQUENCE_LENGTH, 16, position="learned", mask_zero=True
+    )(token_ids)
+    x = keras_posenc.layers.TransformerDecoder(intermediate_dim=32, num_heads=2)(x)
+    user_lm = keras.Model(token_ids, keras.layers.Dense(vocabulary_size)(x))
+    _fit(user_lm, rows[:, :-1], rows[:, 1:], epochs=30)
+    paths["user_lm"] = export_for_serving(
+        user_lm,
+        tokenizer,
+        root / "user_lm" / "1",
+        max_length=SEQUENCE_LENGTH,
+        max_prompt_length=6,
+    )
+    prompt_ids = np.zeros((len(prompts), SEQUENCE_LENGTH), "int32")
+    for row, prompt in enumerate(prompts):
+        prompt_ids[row, : len(prompt)] = prompt
+    generated = uncached_generate_step(
+        user_lm,
+        keras.ops.convert_to_tensor(prompt_ids),
+        SEQUENCE_LENGTH,
+        sampler=get_sampler("greedy"),
+        stop_token_id=3,
+    )
+    expected["user_lm"] = preprocessing.decode_generated(
+        tokenizer,
+        keras.ops.convert_to_numpy(generated),
+        [len(prompt) for prompt in prompts],
+    )
+
     request, response = root / "request.json", root / "response.json"
     request.write_text(json.dumps({"texts": SERVED_TEXTS, "paths": paths}))
     _run([sys.executable, "-c", LOADER, str(request), str(response)])
@@ -247,6 +295,25 @@ def test_served_generators_equal_in_memory_models(served, name):
     assert result["awkward_shapes"] == {"generated_text": [2]}
     assert result["generated_text"] == served["expected"][name]
     assert any(result["generated_text"]), "nothing was generated"
+
+
+@pytest.mark.slow
+def test_served_user_keras_models_equal_in_memory_models(served):
+    classifier = served["served"]["user_classifier"]
+    assert classifier["outputs"] == {
+        "probabilities": ["float32", [len(SERVED_TEXTS), 2]],
+        "label": ["string", [len(SERVED_TEXTS)]],
+    }
+    np.testing.assert_allclose(
+        classifier["probabilities"],
+        served["expected"]["user_classifier"],
+        atol=1e-5,
+        rtol=0,
+    )
+    lm = served["served"]["user_lm"]
+    assert lm["generated_text"] == served["expected"]["user_lm"]
+    # "how are you" was a training prompt: the uncached loop serves its reply.
+    assert lm["generated_text"][2] == "i am fine"
 
 
 @pytest.mark.slow
@@ -322,7 +389,8 @@ def small_models():
 )
 def test_invalid_arguments(small_models, tmp_path, model_name, kwargs, match):
     tokenizer, models = small_models
-    model = models.get(model_name) or keras.Sequential([keras.layers.Dense(2)])
+    # Not a Keras model at all ("dense": a layer).
+    model = models.get(model_name) or keras.layers.Dense(2)
     kwargs = {"tokenizer": tokenizer, "path": str(tmp_path / "model"), **kwargs}
     with pytest.raises(ValueError, match=match):
         export_for_serving(model, **kwargs)
@@ -343,6 +411,22 @@ def test_tokenizer_that_does_not_fit_the_model_is_rejected(small_models, tmp_pat
             tokenizer,
             file,
         )
+
+
+def test_keras_models_that_cannot_be_served_are_named(small_models, tmp_path):
+    tokenizer, _ = small_models
+    ids = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(tokenizer.vocabulary_size(), 8)(ids)
+    lm = keras.Model(ids, keras.layers.Dense(tokenizer.vocabulary_size())(x))
+    with pytest.raises(ValueError, match="needs `max_length`"):
+        export_for_serving(lm, tokenizer, tmp_path)
+    pooled = keras.layers.GlobalAveragePooling1D()(x)
+    sigmoid = keras.Model(ids, keras.layers.Dense(2, activation="sigmoid")(pooled))
+    with pytest.raises(ValueError, match="activation='softmax'"):
+        export_for_serving(sigmoid, tokenizer, tmp_path, label_names=["a", "b"])
+    four_axes = keras.Model(ids, keras.layers.Reshape((-1, 4, 2))(x))
+    with pytest.raises(ValueError, match=r"output has shape \(None, None, 4, 2\)"):
+        export_for_serving(four_axes, tokenizer, tmp_path)
 
 
 def test_classifier_head_must_give_probabilities_or_logits(small_models, tmp_path):

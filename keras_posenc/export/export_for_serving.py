@@ -23,17 +23,107 @@ _MODEL_KINDS = (
 
 
 def _model_kind(model):
+    """`"classifier"`, `"lm"` or `"seq2seq"`, and whether the model is ours."""
     for cls, kind in _MODEL_KINDS:
         if isinstance(model, cls):
-            return kind
-    raise ValueError(
-        "`model` must be a keras_posenc.models.TransformerClassifier, "
-        f"TransformerLM or Seq2SeqTransformer. Received: model of type "
-        f"{type(model).__name__}"
-    )
+            return kind, True
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "`model` must be a keras_posenc.models.TransformerClassifier, "
+            "TransformerLM or Seq2SeqTransformer, or a Keras model that maps "
+            "int token ids `(batch, length)` to class scores `(batch, "
+            "num_classes)` or next-token logits `(batch, length, vocabulary)`. "
+            f"Received: model of type {type(model).__name__}"
+        )
+    rank = len(_output_shape(model))
+    if rank not in (2, 3):
+        raise ValueError(
+            "A Keras `model` is exported as a classifier (outputs `(batch, "
+            "num_classes)`) or a decoder-only language model (outputs `(batch, "
+            "length, vocabulary_size)`). Received: a model whose output has "
+            f"shape {_output_shape(model)}"
+        )
+    return ("classifier" if rank == 2 else "lm"), False
 
 
-def _check_tokenizer(tokenizer, model):
+def _output_shape(model):
+    """The output shape of `model` for int ids `(batch, length)`."""
+    try:
+        output = model.output
+    except (AttributeError, ValueError):
+        output = None
+    if output is None or isinstance(output, (list, tuple, dict)):
+        try:
+            output = model.compute_output_spec(
+                keras.KerasTensor((None, None), dtype="int32")
+            )
+        except Exception as error:
+            raise ValueError(
+                "`model` must take one int tensor of token ids `(batch, length)` "
+                f"and give one tensor. Tracing it on such ids failed: {error}"
+            ) from None
+    if isinstance(output, (list, tuple, dict)):
+        raise ValueError(
+            f"`model` must give one tensor. Received: outputs {output!r:.200}"
+        )
+    return tuple(output.shape)
+
+
+def _input_length(model):
+    """The static sequence length of a Keras model's input, or None."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) == 1 and len(inputs[0].shape) == 2:
+        return inputs[0].shape[1]
+    return None
+
+
+def _gives_probabilities(model):
+    """True or False for a head that ends in softmax or linear; else None."""
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    if activation is None:
+        return None
+    name = keras.activations.serialize(activation)
+    name = name.get("config", name) if isinstance(name, dict) else name
+    if name == "softmax":
+        return True
+    if name == "linear":
+        return False
+    return None
+
+
+def _describe(model, ours, kind, sequence_length, max_length):
+    """What the export needs to know: sizes and whether to apply a softmax."""
+    if ours:
+        return {
+            "vocabulary_size": model.vocabulary_size,
+            "max_length": model.max_length,
+            "num_classes": getattr(model, "num_classes", None),
+            "activation": getattr(model, "activation", None),
+        }
+    length = _input_length(model)
+    if length is None:
+        length = sequence_length if kind == "classifier" else max_length
+    if length is None:
+        argument = "sequence_length" if kind == "classifier" else "max_length"
+        raise ValueError(
+            f"A Keras `model` whose input length is not fixed needs `{argument}` "
+            f"(the longest id sequence it takes). Received: {argument}=None"
+        )
+    shape = _output_shape(model)
+    probabilities = _gives_probabilities(model)
+    activation = {True: "softmax", False: "linear", None: None}[probabilities]
+    return {
+        "vocabulary_size": shape[-1] if kind == "lm" else None,
+        "max_length": int(length),
+        "num_classes": shape[-1] if kind == "classifier" else None,
+        "activation": activation,
+    }
+
+
+def _check_tokenizer(tokenizer, vocabulary_size):
     keras_hub = import_keras_hub("`export_for_serving` (with tensorflow-text)")
     if not isinstance(tokenizer, keras_hub.tokenizers.WordPieceTokenizer):
         raise ValueError(
@@ -47,10 +137,10 @@ def _check_tokenizer(tokenizer, model):
             "The tokenizer's id 0 must be [PAD] (the models read 0 as padding). "
             f"Received: id 0 is {vocabulary[0] if vocabulary else None!r}"
         )
-    if len(vocabulary) > model.vocabulary_size:
+    if vocabulary_size is not None and len(vocabulary) > vocabulary_size:
         raise ValueError(
             f"The tokenizer has {len(vocabulary)} tokens, more than the model's "
-            f"vocabulary_size={model.vocabulary_size}."
+            f"vocabulary_size={vocabulary_size}."
         )
 
 
@@ -73,34 +163,36 @@ def _reject(kind, **arguments):
             )
 
 
-def _classifier_options(model, tokenizer, label_names, sequence_length):
+def _classifier_options(described, tokenizer, label_names, sequence_length):
     if isinstance(label_names, str) or not isinstance(label_names, (list, tuple)):
         raise ValueError(
             "`label_names` must be a list of strings, one per class "
-            f"(num_classes={model.num_classes}). Received: "
+            f"(num_classes={described['num_classes']}). Received: "
             f"label_names={label_names!r:.80}"
         )
-    if len(label_names) != model.num_classes or not all(
+    if len(label_names) != described["num_classes"] or not all(
         isinstance(name, str) and name for name in label_names
     ):
         raise ValueError(
-            f"`label_names` must hold {model.num_classes} non-empty strings, one "
-            f"per class. Received: label_names={list(label_names)!r:.200}"
+            f"`label_names` must hold {described['num_classes']} non-empty "
+            "strings, one per class. Received: label_names={list(label_names)!r:.200}"
         )
-    activation = model.activation
+    activation = described["activation"]
     if activation not in ("softmax", "linear"):
         raise ValueError(
             "A classifier is exported with probabilities, so its head must use "
-            "activation='softmax' (or None for logits, softmaxed in the export). "
-            f"Received: activation={activation!r}"
+            "activation='softmax' (or None for logits, softmaxed in the export); "
+            "a Keras model must end in a Dense or Activation layer with "
+            "'softmax' or 'linear', or a Softmax layer. Received: "
+            f"activation={activation!r}"
         )
     return {
         "label_names": list(label_names),
         "sequence_length": _check_length(
             "sequence_length",
             sequence_length,
-            tokenizer.sequence_length or model.max_length,
-            model.max_length,
+            tokenizer.sequence_length or described["max_length"],
+            described["max_length"],
         ),
         "apply_softmax": activation == "linear",
     }
@@ -136,7 +228,16 @@ def export_for_serving(
 
     Args:
         model: a trained `keras_posenc.models.TransformerClassifier`,
-            `TransformerLM` or `Seq2SeqTransformer`.
+            `TransformerLM` or `Seq2SeqTransformer`, or any Keras model that
+            takes int token ids `(batch, length)` (0 is padding) and gives
+            class scores `(batch, num_classes)` (served as a classifier) or
+            next-token logits `(batch, length, vocabulary_size)` (served as a
+            decoder-only LM in the `TransformerLM` prompt convention, each
+            step rerunning the whole sequence, since such a model has no
+            cache). Its last layer tells probabilities from logits: a Dense
+            or Activation layer with `"softmax"` or `"linear"`, or a
+            `Softmax` layer. On another backend than TensorFlow it must be
+            serializable (`keras.saving.register_keras_serializable`).
         tokenizer: the `keras_hub.tokenizers.WordPieceTokenizer` the model was
             trained with, `[PAD]` at id 0 (generators also need `[BOS]` and
             `[EOS]`, a `TransformerLM` `[SEP]`), as made by
@@ -149,10 +250,12 @@ def export_for_serving(
         sequence_length: int. Classifier and `Seq2SeqTransformer`: the
             input text is cut to this many ids (padded with 0 for the
             classifier). Defaults to the tokenizer's `sequence_length`, else
-            the model's `max_length`.
+            the model's `max_length` (a Keras model's fixed input length, or
+            this argument when the input length is not fixed).
         max_length: int. Generators: length of the generated sequence, prompt
             (or `[BOS]`) included; at most the model's `max_length`, its
-            default.
+            default (for a Keras model: its fixed input length, else this
+            argument is required).
         max_prompt_length: int. `TransformerLM` only: most ids of the prompt
             `[BOS] text [SEP]`; a longer text keeps its last tokens, so that
             the reply always has `max_length - max_prompt_length` ids of room.
@@ -178,7 +281,7 @@ def export_for_serving(
     # {"probabilities": <float32 (1, 5)>, "label": <string (1,)>}
     ```
     """
-    kind = _model_kind(model)
+    kind, ours = _model_kind(model)
     if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
         raise ValueError(
             f"`path` must be a str or path-like. Received: path={path!r:.80} of "
@@ -190,7 +293,14 @@ def export_for_serving(
             f"`path` must be a directory (or not exist yet). Received: path={path}, "
             "an existing file"
         )
-    _check_tokenizer(tokenizer, model)
+    described = _describe(
+        model,
+        ours,
+        kind,
+        sequence_length or getattr(tokenizer, "sequence_length", None),
+        max_length,
+    )
+    _check_tokenizer(tokenizer, described["vocabulary_size"])
 
     if kind == "classifier":
         _reject(
@@ -199,11 +309,13 @@ def export_for_serving(
             max_prompt_length=max_prompt_length,
             sampler=None if sampler == "greedy" else sampler,
         )
-        options = _classifier_options(model, tokenizer, label_names, sequence_length)
+        options = _classifier_options(
+            described, tokenizer, label_names, sequence_length
+        )
     else:
         _reject("generative", label_names=label_names)
         max_length = _check_length(
-            "max_length", max_length, model.max_length, model.max_length
+            "max_length", max_length, described["max_length"], described["max_length"]
         )
         options = {
             "max_length": max_length,
@@ -236,7 +348,14 @@ def export_for_serving(
                 tokenizer.sequence_length or model.max_length,
                 model.max_length,
             )
-    options.update({"kind": kind, "path": path})
+        if not ours and described["activation"] is None:
+            raise ValueError(
+                "A Keras language model is served with a sampler over its "
+                "logits, so it must end in a Dense layer with a linear "
+                "activation (logits) or 'softmax'."
+            )
+        options["probabilities"] = described["activation"] == "softmax"
+    options.update({"kind": kind, "path": path, "cached": ours})
 
     if keras.backend.backend() == "tensorflow":
         serving_graph.write_serving_model(model, tokenizer, path, options)

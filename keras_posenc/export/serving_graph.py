@@ -8,6 +8,7 @@ The graph ops here are TensorFlow's: tokenizing strings, ragged tensors and
 string joins have no `keras.ops` equivalent.
 """
 
+import functools
 import json
 import os
 import sys
@@ -125,9 +126,15 @@ def _serving_function(model, tokenizer, options):
             ids = ids.to_tensor(default_value=0, shape=[None, sequence_length])
             return ids, tf.ones([tf.shape(ids)[0]], "int32"), bos
 
+    generate_step = getattr(model, "generate_step", None)
+    if not options.get("cached", True):
+        generate_step = functools.partial(
+            uncached_generate_step, model, probabilities=options["probabilities"]
+        )
+
     def serve(text):
         inputs, starts, start_token_id = prompts(text)
-        token_ids = model.generate_step(
+        token_ids = generate_step(
             inputs,
             max_length,
             sampler=sampler,
@@ -137,6 +144,62 @@ def _serving_function(model, tokenizer, options):
         return {"generated_text": _generated_text(tokenizer, token_ids, starts, eos)}
 
     return serve
+
+
+def uncached_generate_step(
+    model,
+    inputs,
+    max_length,
+    sampler,
+    stop_token_id=None,
+    start_token_id=None,
+    probabilities=False,
+):
+    """`generate_step` for any Keras model from ids to next-token scores.
+
+    Each step reruns `model` on the whole right-padded sequence (there is no
+    cache to reuse) and samples from its scores at the newest slot, as
+    keras-hub's samplers do; generation starts after the shortest prompt.
+
+    Args:
+        model: a Keras model from int ids `(batch, max_length)` to logits (or
+            probabilities, with `probabilities=True`) `(batch, max_length,
+            vocabulary_size)`.
+        inputs: int tensor `(batch, max_length)`, right-padded prompts.
+        max_length, sampler, stop_token_id: as in `TransformerLM.generate`.
+        start_token_id: must be None (decoder-only).
+        probabilities: bool. The model gives probabilities, not logits.
+
+    Returns:
+        Int32 tensor `(batch, max_length)`.
+    """
+    from keras import ops
+
+    from keras_posenc.models.generation import clear_after_stop
+    from keras_posenc.models.generation import suppress_padding
+
+    del start_token_id  # a decoder-only model continues its prompts
+    token_ids = ops.cast(inputs, "int32")
+    prompt_mask = ops.not_equal(token_ids, 0)
+    index = ops.min(ops.sum(ops.cast(prompt_mask, "int32"), axis=1))
+
+    def next(prompt, cache, index):
+        scores = ops.cast(model(prompt, training=False), "float32")
+        batch_size, vocabulary_size = ops.shape(prompt)[0], ops.shape(scores)[-1]
+        scores = ops.slice(scores, [0, index - 1, 0], [batch_size, 1, vocabulary_size])
+        scores = ops.squeeze(scores, axis=1)
+        if probabilities:
+            scores = ops.log(ops.maximum(scores, 1e-30))
+        return suppress_padding(scores), None, cache
+
+    output = sampler(
+        next=next,
+        prompt=token_ids,
+        index=index,
+        mask=prompt_mask,
+        stop_token_ids=None if stop_token_id is None else (stop_token_id,),
+    )
+    return clear_after_stop(ops.cast(output, "int32"), prompt_mask, stop_token_id)
 
 
 def write_serving_model(model, tokenizer, path, options):

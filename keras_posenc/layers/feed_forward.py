@@ -1,5 +1,6 @@
 import keras
 
+from keras_posenc.utils.validation import check_bool
 from keras_posenc.utils.validation import check_float_tensor
 from keras_posenc.utils.validation import check_layer_keyword_arguments
 from keras_posenc.utils.validation import check_positive_int
@@ -11,12 +12,19 @@ from keras_posenc.utils.validation import clone_initializer
 class FeedForward(keras.layers.Layer):
     """The position-wise feed-forward sublayer of a Transformer block.
 
-    `Dense(intermediate_dim, activation) -> Dropout -> Dense(width of inputs)`.
+    `Dense(intermediate_dim, activation) -> Dense(width of inputs) -> Dropout`,
+    keras-hub's placement (its `TransformerEncoder` drops the feed-forward's
+    output only), or with `intermediate_dropout=True`
+    `Dense(intermediate_dim, activation) -> Dropout -> Dense(width of inputs)`,
+    which drops the hidden activations instead.
 
     Args:
         intermediate_dim: int. Width of the hidden layer.
         activation: activation of the hidden layer. Defaults to `"relu"`.
-        dropout: float in [0, 1). Dropout after the activation.
+        dropout: float in [0, 1). Dropout rate. Defaults to `0.0`.
+        intermediate_dropout: bool. Apply the dropout to the hidden
+            activations (after the first Dense) if True, else to the output
+            (after the second Dense, as keras-hub). Defaults to `False`.
         kernel_initializer: initializer of both kernels.
         bias_initializer: initializer of both biases.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
@@ -38,17 +46,20 @@ class FeedForward(keras.layers.Layer):
         intermediate_dim,
         activation="relu",
         dropout=0.0,
+        intermediate_dropout=False,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
         **kwargs,
     ):
         check_positive_int("intermediate_dim", intermediate_dim)
         check_rate("dropout", dropout)
+        check_bool("intermediate_dropout", intermediate_dropout)
         check_layer_keyword_arguments(self, kwargs)
         super().__init__(**kwargs)
         self.intermediate_dim = int(intermediate_dim)
         self.activation = keras.activations.get(activation)
         self.dropout = float(dropout)
+        self.intermediate_dropout = intermediate_dropout
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.supports_masking = True
@@ -83,8 +94,12 @@ class FeedForward(keras.layers.Layer):
     def call(self, inputs, training=None):
         check_float_tensor("FeedForward", "inputs", inputs)
         x = self.intermediate_dense(inputs)
-        x = self.dropout_layer(x, training=training)
-        return self.output_dense(x)
+        if self.intermediate_dropout:
+            x = self.dropout_layer(x, training=training)
+        x = self.output_dense(x)
+        if not self.intermediate_dropout:
+            x = self.dropout_layer(x, training=training)
+        return x
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -96,6 +111,7 @@ class FeedForward(keras.layers.Layer):
                 "intermediate_dim": self.intermediate_dim,
                 "activation": keras.activations.serialize(self.activation),
                 "dropout": self.dropout,
+                "intermediate_dropout": self.intermediate_dropout,
                 "kernel_initializer": keras.initializers.serialize(
                     self.kernel_initializer
                 ),

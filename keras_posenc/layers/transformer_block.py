@@ -35,9 +35,11 @@ class TransformerBlock(keras.layers.Layer):
         layer_norm_epsilon=1e-5,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
+        intermediate_dropout=False,
         **kwargs,
     ):
         check_positive_int("intermediate_dim", intermediate_dim)
+        check_bool("intermediate_dropout", intermediate_dropout)
         check_positive_int("num_heads", num_heads)
         check_rate("dropout", dropout)
         check_positive_float("layer_norm_epsilon", layer_norm_epsilon)
@@ -62,6 +64,7 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_norm_epsilon = float(layer_norm_epsilon)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.intermediate_dropout = intermediate_dropout
         self.supports_masking = True
 
     # Whether the self-attention is causal, for schemes whose default form
@@ -124,10 +127,13 @@ class TransformerBlock(keras.layers.Layer):
 
     def make_feed_forward(self):
         self.feed_forward_norm = self.make_norm("feed_forward_norm")
+        # keras-hub's placement: the block's `output_dropout` is the only
+        # dropout of the feed-forward; ours also drops its hidden activations.
         self.feed_forward = FeedForward(
             self.intermediate_dim,
             activation=self.activation,
-            dropout=self.dropout,
+            dropout=self.dropout if self.intermediate_dropout else 0.0,
+            intermediate_dropout=self.intermediate_dropout,
             kernel_initializer=clone_initializer(self.kernel_initializer),
             bias_initializer=clone_initializer(self.bias_initializer),
             dtype=self.dtype_policy,
@@ -179,6 +185,7 @@ class TransformerBlock(keras.layers.Layer):
                     self.kernel_initializer
                 ),
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "intermediate_dropout": self.intermediate_dropout,
             }
         )
         return config

@@ -15,8 +15,8 @@ class TransformerEncoder(TransformerBlock):
         intermediate_dim: int. Width of the feed-forward hidden layer.
         num_heads: int. Number of attention heads; must divide the width of
             the inputs.
-        dropout: float in [0, 1). Dropout on attention probabilities, the
-            feed-forward hidden layer and each sublayer's output.
+        dropout: float in [0, 1). Dropout on attention probabilities and
+            on each sublayer's output.
         activation: activation of the feed-forward hidden layer.
             Defaults to `"relu"`.
         normalize_first: bool. Pre-norm (`x + f(norm(x))`) if True, post-norm
@@ -28,6 +28,10 @@ class TransformerEncoder(TransformerBlock):
         layer_norm_epsilon: float. Epsilon of the layer normalizations.
         kernel_initializer, bias_initializer: initializers of the dense
             kernels and biases.
+        intermediate_dropout: bool. Also drop the feed-forward's hidden
+            activations if True (the placement of earlier versions); False
+            drops only the sublayer outputs, as keras-hub's blocks do.
+            Defaults to `False`.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:

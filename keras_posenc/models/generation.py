@@ -1,7 +1,8 @@
 """What the generative models share: argument checks and keras-hub sampling.
 
-Token id 0 is padding everywhere: prompts are right-padded with 0, the models
-never generate 0, and `generate()` returns 0 after a stop token.
+Token id 0 is padding everywhere: prompts are right-padded with 0 (`generate()`
+shifts left-padded prompts to the left), the models never generate 0, and
+`generate()` returns 0 after a stop token.
 
 Each model splits generation in two: `generate()` checks and converts its
 arguments with numpy, and `generate_step()` is the tensor-only core (keras.ops
@@ -50,11 +51,15 @@ def check_generate_arguments(max_length, model_max_length, stop_token_id, use_ca
 
 
 def right_padded_ids(name, token_ids, vocabulary_size):
-    """Int32 numpy `(batch, length)` from a tensor, array or list of lists.
+    """Int32 numpy `(batch, length)` right-padded ids, and each row's length.
 
-    Lists of unequal lengths are right-padded with 0. Raises a `ValueError`
-    naming `name` unless every row is a non-empty run of ids in
-    `[1, vocabulary_size)` followed only by padding.
+    Takes a tensor, an array or a list of lists (lists of unequal lengths are
+    right-padded with 0). Rows may be right-padded or left-padded with 0;
+    left-padded rows are shifted to the left, so the result is right-padded
+    and a prompt's tokens sit at positions `0, 1, ...` either way. Raises a
+    `ValueError` naming `name` and the first bad row unless every row is one
+    non-empty run of ids in `[1, vocabulary_size)` with padding only before
+    or after it.
     """
     if isinstance(token_ids, (list, tuple)) and all(
         isinstance(row, (list, tuple)) for row in token_ids
@@ -78,14 +83,29 @@ def right_padded_ids(name, token_ids, vocabulary_size):
         )
     real = array != 0
     lengths = real.sum(axis=1)
-    if lengths.min() == 0 or np.any(
-        real != (np.arange(array.shape[1]) < lengths[:, None])
-    ):
+    empty = np.flatnonzero(lengths == 0)
+    if empty.size:
         raise ValueError(
-            f"Every row of `{name}` must be at least one id followed only by "
-            "right padding (0)."
+            f"Every row of `{name}` must hold at least one id. Row {empty[0]} "
+            "is all padding (0)."
         )
-    return array.astype("int32"), lengths
+    first = np.argmax(real, axis=1)
+    columns = np.arange(array.shape[1])
+    one_run = real == (
+        (columns >= first[:, None]) & (columns < (first + lengths)[:, None])
+    )
+    broken = np.flatnonzero(~one_run.all(axis=1))
+    if broken.size:
+        raise ValueError(
+            f"Every row of `{name}` must be one run of ids with padding (0) "
+            f"only before it (left padding) or after it (right padding). Row "
+            f"{broken[0]} has padding inside: {array[broken[0]].tolist()!r:.200}"
+        )
+    # Shift left-padded rows left: row r takes columns first[r] onwards.
+    gather = np.minimum(columns[None, :] + first[:, None], array.shape[1] - 1)
+    shifted = np.take_along_axis(array, gather, axis=1)
+    shifted = np.where(columns[None, :] < lengths[:, None], shifted, 0)
+    return shifted.astype("int32"), lengths
 
 
 def pad_to(token_ids, length):

@@ -258,13 +258,16 @@ GenerativeTransformer.generate.__doc__ = f"""Generates token ids with a sampler.
 
         Args:
             inputs: int array, tensor or list of lists `(batch, length)`,
-                right-padded with 0: the prompts of a decoder-only model, the
-                sources of an encoder-decoder model.{GENERATE_ARGUMENTS}
+                right-padded or left-padded with 0: the prompts of a
+                decoder-only model, the sources of an encoder-decoder model.
+                Left-padded rows are shifted to the left first, so their
+                tokens take positions `0, 1, ...` as unpadded ones do; a row
+                with padding inside raises a `ValueError` naming it.{GENERATE_ARGUMENTS}
 
         Returns:
-            Numpy int32 array `(batch, max_length)`: prompts and
-            continuations (decoder-only), or decoded targets starting with
-            the start token (encoder-decoder).
+            Numpy int32 array `(batch, max_length)`: prompts (shifted to the
+            left) and continuations (decoder-only), or decoded targets
+            starting with the start token (encoder-decoder).
         """
 
 GenerativeTransformer.generate_step.__doc__ = f"""Tensor-only core of `generate()`.

@@ -6,6 +6,7 @@ from keras_posenc.layers.transformer_encoder import TransformerEncoder
 from keras_posenc.models.generation import right_padded_ids
 from keras_posenc.models.generative_transformer import GenerativeTransformer
 from keras_posenc.models.transformer_model import TransformerLayers
+from keras_posenc.models.transformer_model import run_blocks
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
@@ -119,28 +120,19 @@ class Seq2SeqTransformer(GenerativeTransformer):
         decoder_token_ids = keras.Input(
             shape=(None,), dtype="int32", name="decoder_token_ids"
         )
-        encoder_padding_mask = ops.not_equal(encoder_token_ids, 0)
-        decoder_padding_mask = ops.not_equal(decoder_token_ids, 0)
-        encoder_positions = make.positions(encoder_token_ids, "encoder_positions")
-        x = encoder_embedding(encoder_token_ids, positions=encoder_positions)
-        x = encoder_embedding_dropout(x)
-        for layer in encoder_layers:
-            x = layer(x, padding_mask=encoder_padding_mask, positions=encoder_positions)
-        encoder_outputs = x if encoder_final_norm is None else encoder_final_norm(x)
-        decoder_positions = make.positions(decoder_token_ids, "decoder_positions")
-        x = decoder_embedding(decoder_token_ids, positions=decoder_positions)
-        x = decoder_embedding_dropout(x)
-        for layer in decoder_layers:
-            x = layer(
-                x,
-                encoder_outputs,
-                decoder_padding_mask=decoder_padding_mask,
-                encoder_padding_mask=encoder_padding_mask,
-                positions=decoder_positions,
-            )
-        if decoder_final_norm is not None:
-            x = decoder_final_norm(x)
-        logits = logits_dense(x)
+        layers = [encoder_embedding, encoder_embedding_dropout, *encoder_layers]
+        layers += [encoder_final_norm, make.randomized_positions("encoder_positions")]
+        layers += [decoder_embedding, decoder_embedding_dropout, *decoder_layers]
+        layers += [decoder_final_norm, make.randomized_positions("decoder_positions")]
+        layers.append(logits_dense)
+        layers = {layer.name: layer for layer in layers if layer is not None}
+        logits = self.run_layers(
+            layers,
+            {
+                "encoder_token_ids": encoder_token_ids,
+                "decoder_token_ids": decoder_token_ids,
+            },
+        )
         super().__init__(
             inputs={
                 "encoder_token_ids": encoder_token_ids,
@@ -164,6 +156,54 @@ class Seq2SeqTransformer(GenerativeTransformer):
             dtype=dtype,
             **make.arguments,
         )
+
+    POSITION_INPUTS = ("encoder_positions", "decoder_positions")
+
+    @staticmethod
+    def run_layers(layers, inputs, positions=None, training=None):
+        positions = dict(positions or {})
+        for side in ("encoder", "decoder"):
+            key = f"{side}_positions"
+            if key not in positions and key in layers:
+                positions[key] = layers[key](
+                    inputs[f"{side}_token_ids"], training=training
+                )
+
+        encoder_token_ids = inputs["encoder_token_ids"]
+        decoder_token_ids = inputs["decoder_token_ids"]
+        encoder_padding_mask = ops.not_equal(encoder_token_ids, 0)
+        decoder_padding_mask = ops.not_equal(decoder_token_ids, 0)
+        encoder_positions = positions.get("encoder_positions")
+        x = layers["encoder_embedding"](encoder_token_ids, positions=encoder_positions)
+        x = layers["encoder_embedding_dropout"](x, training=training)
+        x = run_blocks(
+            layers,
+            "encoder_layer",
+            x,
+            padding_mask=encoder_padding_mask,
+            positions=encoder_positions,
+            training=training,
+        )
+        if "encoder_final_norm" in layers:
+            x = layers["encoder_final_norm"](x)
+        encoder_outputs = x
+        x = layers["decoder_embedding"](
+            decoder_token_ids, positions=positions.get("decoder_positions")
+        )
+        x = layers["decoder_embedding_dropout"](x, training=training)
+        x = run_blocks(
+            layers,
+            "decoder_layer",
+            x,
+            encoder_outputs,
+            decoder_padding_mask=decoder_padding_mask,
+            encoder_padding_mask=encoder_padding_mask,
+            positions=positions.get("decoder_positions"),
+            training=training,
+        )
+        if "decoder_final_norm" in layers:
+            x = layers["decoder_final_norm"](x)
+        return layers["logits"](x)
 
     def encode(self, encoder_token_ids):
         """`(batch, S, hidden_dim)` encoder outputs for right-padded source ids."""

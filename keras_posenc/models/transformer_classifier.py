@@ -4,6 +4,7 @@ from keras import ops
 from keras_posenc.layers.transformer_encoder import TransformerEncoder
 from keras_posenc.models.transformer_model import TransformerLayers
 from keras_posenc.models.transformer_model import TransformerModel
+from keras_posenc.models.transformer_model import run_blocks
 from keras_posenc.utils.validation import check_one_of
 from keras_posenc.utils.validation import check_positive_int
 
@@ -131,23 +132,10 @@ class TransformerClassifier(TransformerModel):
 
         # === Functional model ===
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = ops.not_equal(token_ids, 0)  # (batch, seq)
-        positions = make.positions(token_ids)
-        x = embedding(token_ids, positions=positions)
-        for encoder in encoder_layers:
-            x = encoder(x, padding_mask=padding_mask, positions=positions)
-        if final_norm is not None:
-            # Pre-norm blocks leave the residual stream unnormalized.
-            x = final_norm(x)
-        if pooling == "first":
-            pooled = x[:, 0, :]
-        else:
-            # `where`, not a product: padded rows may hold non-finite values.
-            mask = ops.expand_dims(padding_mask, -1)  # (batch, seq, 1)
-            summed = ops.sum(ops.where(mask, x, ops.zeros_like(x)), axis=1)
-            count = ops.sum(ops.cast(mask, x.dtype), axis=1)  # (batch, 1)
-            pooled = summed / ops.maximum(count, ops.ones_like(count))
-        outputs = head(pooled_dropout(pooled))
+        layers = [embedding, *encoder_layers, final_norm, pooled_dropout, head]
+        layers.append(make.randomized_positions())
+        layers = {layer.name: layer for layer in layers if layer is not None}
+        outputs = self.run_layers(layers, token_ids, pooling=pooling)
         super().__init__(inputs=token_ids, outputs=outputs, dtype=dtype, **kwargs)
 
         self.embedding = embedding
@@ -159,3 +147,36 @@ class TransformerClassifier(TransformerModel):
             pooling=pooling,
             activation=keras.activations.serialize(head_activation),
         )
+
+    @staticmethod
+    def run_layers(layers, token_ids, positions=None, training=None, pooling=None):
+        if pooling is None:
+            pooling = layers["pooling"]
+        padding_mask = ops.not_equal(token_ids, 0)  # (batch, seq)
+        if positions is None and "positions" in layers:
+            positions = layers["positions"](token_ids, training=training)
+        x = layers["embedding"](token_ids, positions=positions)
+        x = run_blocks(
+            layers,
+            "transformer_layer",
+            x,
+            padding_mask=padding_mask,
+            positions=positions,
+            training=training,
+        )
+        if "final_norm" in layers:
+            # Pre-norm blocks leave the residual stream unnormalized.
+            x = layers["final_norm"](x)
+        if pooling == "first":
+            pooled = x[:, 0, :]
+        else:
+            # `where`, not a product: padded rows may hold non-finite values.
+            mask = ops.expand_dims(padding_mask, -1)  # (batch, seq, 1)
+            summed = ops.sum(ops.where(mask, x, ops.zeros_like(x)), axis=1)
+            count = ops.sum(ops.cast(mask, x.dtype), axis=1)  # (batch, 1)
+            pooled = summed / ops.maximum(count, ops.ones_like(count))
+        pooled = layers["pooled_dropout"](pooled, training=training)
+        return layers["classification_head"](pooled)
+
+    def layers_by_name(self):
+        return {**super().layers_by_name(), "pooling": self.pooling}

@@ -6,6 +6,7 @@ from keras_posenc.models.generation import pad_to
 from keras_posenc.models.generation import right_padded_ids
 from keras_posenc.models.generative_transformer import GenerativeTransformer
 from keras_posenc.models.transformer_model import TransformerLayers
+from keras_posenc.models.transformer_model import run_blocks
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
@@ -56,8 +57,14 @@ class TransformerLM(GenerativeTransformer):
         **kwargs: other keyword arguments of `keras.Model` (`name`, `dtype`).
 
     Call arguments:
-        token_ids: int tensor `(batch_size, sequence_length)`, right-padded
-            with 0.
+        token_ids: int tensor `(batch_size, sequence_length)`, padded with 0.
+        positions: optional int tensor `(batch_size, sequence_length)` (or
+            `(sequence_length,)`): the position of each token, for every
+            scheme. Left-padded rows take
+            `ops.cumsum(ops.not_equal(token_ids, 0), axis=1) - 1`, so that
+            their tokens are numbered `0, 1, ...` as unpadded ones are.
+            Defaults to `0, 1, ...` (randomized in training with
+            `randomize_positions`).
 
     Returns:
         Logits of shape `(batch_size, sequence_length, vocabulary_size)`:
@@ -103,16 +110,13 @@ class TransformerLM(GenerativeTransformer):
         decoder_layers = make.blocks(TransformerDecoder, "decoder_layer")
         final_norm = make.final_norm("final_norm")
         logits_dense = make.output_dense(vocabulary_size, "logits")
+        randomized = make.randomized_positions()
 
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = ops.not_equal(token_ids, 0)
-        positions = make.positions(token_ids)
-        x = embedding_dropout(embedding(token_ids, positions=positions))
-        for layer in decoder_layers:
-            x = layer(x, decoder_padding_mask=padding_mask, positions=positions)
-        if final_norm is not None:
-            x = final_norm(x)
-        logits = logits_dense(x)
+        layers = [embedding, embedding_dropout, *decoder_layers, final_norm]
+        layers += [logits_dense, randomized]
+        layers = {layer.name: layer for layer in layers if layer is not None}
+        logits = self.run_layers(layers, token_ids)
         super().__init__(inputs=token_ids, outputs=logits, dtype=dtype, **kwargs)
 
         self.embedding = embedding
@@ -124,6 +128,25 @@ class TransformerLM(GenerativeTransformer):
             dtype=dtype,
             **make.arguments,
         )
+
+    @staticmethod
+    def run_layers(layers, token_ids, positions=None, training=None):
+        padding_mask = ops.not_equal(token_ids, 0)
+        if positions is None and "positions" in layers:
+            positions = layers["positions"](token_ids, training=training)
+        x = layers["embedding"](token_ids, positions=positions)
+        x = layers["embedding_dropout"](x, training=training)
+        x = run_blocks(
+            layers,
+            "decoder_layer",
+            x,
+            decoder_padding_mask=padding_mask,
+            positions=positions,
+            training=training,
+        )
+        if "final_norm" in layers:
+            x = layers["final_norm"](x)
+        return layers["logits"](x)
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
         """Runs `token_ids` at `cache_update_index` with a key/value cache.

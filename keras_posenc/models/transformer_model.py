@@ -10,6 +10,7 @@ import inspect
 
 import keras
 import numpy as np
+from keras import ops
 
 from keras_posenc import positions as position_schemes
 from keras_posenc.layers.randomized_positions import RandomizedPositions
@@ -201,14 +202,13 @@ class TransformerLayers:
             for index in range(self.arguments["num_layers"])
         ]
 
-    def positions(self, token_ids, name="positions"):
-        """`RandomizedPositions` ids for `token_ids`, or None without them."""
+    def randomized_positions(self, name="positions"):
+        """A `RandomizedPositions` layer, or None without `randomize_positions`."""
         if self.arguments["randomize_positions"] is None:
             return None
-        layer = RandomizedPositions(
+        return RandomizedPositions(
             self.arguments["randomize_positions"], dtype=self.dtype, name=name
         )
-        return layer(token_ids)
 
     def dropout(self, name, feeds_output=False):
         return keras.layers.Dropout(
@@ -250,6 +250,15 @@ class TransformerLayers:
         if policy.compute_dtype in ("float16", "bfloat16"):
             return "float32"
         return self.dtype
+
+
+def run_blocks(layers, prefix, x, *args, **kwargs):
+    """Runs the blocks `prefix_0, prefix_1, ...` of `layers` (by name) in order."""
+    index = 0
+    while f"{prefix}_{index}" in layers:
+        x = layers[f"{prefix}_{index}"](x, *args, **kwargs)
+        index += 1
+    return x
 
 
 def data_spec(x):
@@ -327,9 +336,88 @@ class TransformerModel(keras.Model):
         for name, value in arguments.items():
             setattr(self, name, value)
 
-    def call(self, inputs, training=None, mask=None):
+    # The keys of `positions=` (a dict) for models with several inputs; a
+    # model with one input takes one tensor.
+    POSITION_INPUTS = ()
+
+    def call(self, inputs, training=None, mask=None, positions=None):
         check_token_ids(inputs)
-        return super().call(inputs, training=training, mask=mask)
+        if positions is None:
+            return super().call(inputs, training=training, mask=mask)
+        positions = self.check_positions(inputs, positions)
+        return self.run_layers(
+            self.layers_by_name(), inputs, positions, training=training
+        )
+
+    def layers_by_name(self):
+        """What `run_layers` reads: the model's layers by name."""
+        return {layer.name: layer for layer in self.layers}
+
+    def compute_output_spec(self, inputs, training=None, mask=None, positions=None):
+        if positions is None:
+            return super().compute_output_spec(inputs, training=training, mask=mask)
+        # The functional graph has no `positions` input: trace `call` itself.
+        return keras.layers.Layer.compute_output_spec(
+            self, inputs, training=training, positions=positions
+        )
+
+    @staticmethod
+    def run_layers(layers, inputs, positions=None, training=None):
+        """The model's computation, on its layers by name.
+
+        It builds the functional graph (on `keras.Input`s, before the model
+        exists) and runs `call(inputs, positions=...)`, so both are one code.
+        """
+        raise NotImplementedError
+
+    def check_positions(self, inputs, positions):
+        """Int positions shaped as the token ids they number; a dict if several."""
+        if not self.POSITION_INPUTS:
+            pairs = [("positions", positions, inputs)]
+        else:
+            if (
+                not isinstance(positions, dict)
+                or not positions
+                or set(positions) - set(self.POSITION_INPUTS)
+            ):
+                raise ValueError(
+                    "`positions` must be a dict with some of the keys "
+                    f"{list(self.POSITION_INPUTS)}. Received: positions of type "
+                    f"{type(positions).__name__}"
+                    + (
+                        f" with keys {sorted(positions)}"
+                        if isinstance(positions, dict)
+                        else ""
+                    )
+                )
+            pairs = [
+                (key, value, inputs[key.replace("positions", "token_ids")])
+                for key, value in positions.items()
+            ]
+        checked = {}
+        for name, value, token_ids in pairs:
+            value = ops.convert_to_tensor(value)
+            if not keras.backend.standardize_dtype(value.dtype).startswith(
+                ("int", "uint")
+            ):
+                raise TypeError(
+                    f"`{name}` must hold integer positions. Received: "
+                    f"dtype={keras.backend.standardize_dtype(value.dtype)}"
+                )
+            if len(value.shape) == 1:
+                value = ops.broadcast_to(value[None, :], ops.shape(token_ids))
+            shape, expected = tuple(value.shape), tuple(token_ids.shape)
+            if len(shape) != 2 or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(shape, expected)
+            ):
+                raise ValueError(
+                    f"`{name}` must have the shape of the token ids it numbers "
+                    f"{expected} (or be 1-D, shared by the batch). Received: "
+                    f"{name}.shape={shape}"
+                )
+            checked[name] = ops.cast(value, "int32")
+        return checked if self.POSITION_INPUTS else checked["positions"]
 
     def check_data(self, x):
         """Runs the input checks of `call` on `x` before a trainer step does.

@@ -184,3 +184,35 @@ def test_decoder_attention_masks_as_keras_hub():
     only_self = to_numpy(decoder(x, memory, decoder_attention_mask=alone))
     np.testing.assert_allclose(only_self[:, 0], plain[:, 0], atol=1e-6)
     assert not np.allclose(only_self[:, 1:], plain[:, 1:], atol=1e-4)
+
+
+def test_feed_forward_dropout_placement_as_keras_hub():
+    x = np.abs(_x(batch=4, length=16, width=8)) + 1.0
+    # keras-hub's placement drops outputs (exact zeros); the intermediate one
+    # drops hidden units, which leaves the outputs dense.
+    for intermediate, zero_fraction in ((False, (0.3, 0.7)), (True, (0.0, 0.05))):
+        layer = layers.FeedForward(
+            intermediate_dim=64,
+            dropout=0.5,
+            intermediate_dropout=intermediate,
+            bias_initializer="ones",
+        )
+        out = to_numpy(layer(x, training=True))
+        low, high = zero_fraction
+        assert low <= np.mean(out == 0.0) <= high, intermediate
+        np.testing.assert_allclose(
+            to_numpy(layer(x, training=False)), to_numpy(layer(x)), rtol=1e-6
+        )
+    # In a block, keras-hub's placement leaves the sublayer output dropout as
+    # the feed-forward's only dropout; ours adds the hidden one.
+    for intermediate, rate in ((False, 0.0), (True, 0.1)):
+        block = layers.TransformerEncoder(
+            intermediate_dim=8,
+            num_heads=2,
+            dropout=0.1,
+            intermediate_dropout=intermediate,
+        )
+        block(_x())
+        assert block.feed_forward.dropout == rate
+        assert block.feed_forward.intermediate_dropout == intermediate
+        assert block.get_config()["intermediate_dropout"] == intermediate
