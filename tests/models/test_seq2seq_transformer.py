@@ -237,7 +237,7 @@ def test_invalid_arguments(kwargs, name):
         ([[3, 4]], {"max_length": 9}, "max_length"),
         ([[3, 4]], {"max_length": 1}, "max_length"),
         ([[3, 4, 5, 6, 7, 8, 9, 10, 11]], {}, "encoder_token_ids"),
-        ([[0, 3]], {}, "encoder_token_ids"),
+        ([[3, 0, 4]], {}, "encoder_token_ids"),
         ([[3, -1]], {}, "encoder_token_ids"),
         ([[3, 4]], {"start_token_id": 0}, "start_token_id"),
         ([[3, 4]], {"start_token_id": VOCABULARY_SIZE}, "start_token_id"),

@@ -242,7 +242,7 @@ def test_invalid_arguments(kwargs, name):
         ([[3, 4]], {"max_length": 11}, "max_length"),
         ([[3, 4]], {"max_length": 0}, "max_length"),
         ([[3, 4, 5]], {"max_length": 2}, "prompt_ids"),
-        ([[0, 3, 4]], {}, "prompt_ids"),
+        ([[0, 0, 0]], {}, "prompt_ids"),
         ([[3, 0, 4]], {}, "prompt_ids"),
         ([[3, 40]], {}, "prompt_ids"),
         ([3, 4], {}, "prompt_ids"),
