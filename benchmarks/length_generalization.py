@@ -711,13 +711,17 @@ def markdown_table(report):
     machine = report["machine"]
     seeds = settings["seeds"]
     randomized_seeds = settings.get("randomized_seeds", seeds)
+    randomized_text = ""
+    if any(is_randomized(scheme) for scheme in schemes):
+        randomized_text = (
+            f"; the `+randomized` rows {', '.join(map(str, randomized_seeds))}, "
+            f"randomize_positions={settings['randomize_positions']}"
+        )
     intro = (
         f"Exact-match accuracy by number of input symbols (trained on "
         f"1-{settings['train_max']}), mean ± standard deviation over "
         f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''} "
-        f"({', '.join(map(str, seeds))}; the `+randomized` rows "
-        f"{', '.join(map(str, randomized_seeds))}, "
-        f"randomize_positions={settings['randomize_positions']}); "
+        f"({', '.join(map(str, seeds))}{randomized_text}); "
         f"{settings['eval_examples']} test "
         f"sequences per bucket. Each model trains in batches of "
         f"{settings['batch_size']} until its validation exact match on "
@@ -729,7 +733,13 @@ def markdown_table(report):
         f"{machine['keras_version']}, {machine['backend']} backend, "
         f"{machine['cores']} cores of {machine['cpu']}, "
         f"{settings.get('workers', 1)} worker process(es); "
-        f"{report['wall_seconds']:.0f} s in all."
+        f"{report['wall_seconds']:.0f} s in all"
+        + (
+            f" ({report['job_seconds']:.0f} s of model training summed over "
+            "the jobs, some logged by an earlier run and resumed)."
+            if "job_seconds" in report
+            else "."
+        )
     )
     if report["quick"]:
         intro = "Quick (smoke-test) settings: the numbers mean nothing. " + intro
