@@ -62,6 +62,10 @@ class Seq2SeqTransformer(GenerativeTransformer):
         inputs: dict with `"encoder_token_ids"`, int `(batch_size, S)`, and
             `"decoder_token_ids"`, int `(batch_size, T)`, both right-padded
             with 0.
+        positions: optional dict with `"encoder_positions"` and/or
+            `"decoder_positions"`, int positions shaped as the ids they
+            number (e.g. left-padded sources numbered
+            `cumsum(ids != 0) - 1`). See `TransformerLM`.
 
     Returns:
         Logits of shape `(batch_size, T, vocabulary_size)`: decoder position

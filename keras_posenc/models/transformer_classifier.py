@@ -69,6 +69,10 @@ class TransformerClassifier(TransformerModel):
     Call arguments:
         token_ids: int tensor of shape `(batch_size, sequence_length)`,
             right-padded with 0, `sequence_length <= max_length`.
+        positions: optional int `(batch_size, sequence_length)` or
+            `(sequence_length,)` token positions; left-padded rows take
+            `cumsum(token_ids != 0) - 1` to match their unpadded form. See
+            `TransformerLM`.
 
     Returns:
         A `(batch_size, num_classes)` tensor of class probabilities (or of
