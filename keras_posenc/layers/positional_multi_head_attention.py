@@ -99,7 +99,10 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
         value: `(batch, S, dim)` values.
         key: optional `(batch, S, dim)` keys; defaults to `value`.
         query_mask, value_mask, key_mask: optional `(batch, T)` / `(batch, S)`
-            padding masks; filled from Keras masks automatically.
+            padding masks; filled from Keras masks automatically. With a
+            cache that is read, `value_mask`/`key_mask` cover its slots; with
+            one that is written they are not used (the causal mask and
+            `attention_mask` still are).
         attention_mask: optional bool `(batch, T, S)`, True where attention is
             allowed.
         use_causal_mask: bool. Whether query slot `t` may only see key slots
@@ -408,8 +411,9 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             state_bias = position.compute_state_bias(
                 state, position_ids(query_length, start)
             )
-        if cache is not None:
-            key_mask = value_mask = None  # padding masks do not cover cache slots
+        if writes_cache:
+            # The padding masks cover the new tokens, not the cache's slots.
+            key_mask = value_mask = None
         mask = merge_attention_masks(
             query_mask,
             key_mask if key_mask is not None else value_mask,
@@ -556,6 +560,9 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                     f"Received: cache.shape={shape}"
                 )
             key_length = shape[2]
+            if cache_update_index is None:
+                # A cache that is read is the keys: masks cover its slots.
+                value_length = key_length
         if cache_update_index is not None:
             check_start_index(cache_update_index, name="cache_update_index")
         if positions is not None:
@@ -567,7 +574,7 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                 key_positions, key_length, batch_size, num_axes=self.num_position_axes
             )
         check_padding_mask("query_mask", query_mask, batch_size, query_length)
-        # Padding masks cover `key`; with a cache the keys are the cache slots.
+        # Padding masks cover `key`, or the slots of a cache that is read.
         check_padding_mask("value_mask", value_mask, batch_size, value_length)
         check_padding_mask("key_mask", key_mask, batch_size, value_length)
         check_attention_mask(

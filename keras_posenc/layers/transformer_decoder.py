@@ -1,4 +1,5 @@
 import keras
+from keras import ops
 
 from keras_posenc.layers.transformer_block import TransformerBlock
 
@@ -17,7 +18,12 @@ class TransformerDecoder(TransformerBlock):
     With `self_attention_cache` (shape `(batch, 2, max_length, num_heads,
     head_dim)`) and `self_attention_cache_update_index`, the block processes
     only the new tokens and returns the updated cache: step-by-step decoding
-    equals full decoding.
+    equals full decoding. A `cross_attention_cache` (shape `(batch, 2, S,
+    num_heads, head_dim)`, keras-hub's layout) holds the cross-attention's
+    keys and values of the encoder output: with
+    `cross_attention_cache_update_index=0` the block computes them from
+    `encoder_sequence` and returns the filled cache; with None it reads the
+    cache instead of projecting the encoder output again.
 
     Args:
         intermediate_dim: int. Width of the feed-forward hidden layer.
@@ -55,13 +61,18 @@ class TransformerDecoder(TransformerBlock):
             cross-attention.
         self_attention_cache: optional cache tensor (see above).
         self_attention_cache_update_index: int or scalar int tensor.
+        cross_attention_cache: optional cache tensor of the cross-attention
+            (see above); needs a block built with an `encoder_sequence`.
+        cross_attention_cache_update_index: None (read the cache) or 0
+            (fill it from `encoder_sequence`).
         positions: optional int `(T,)` or `(batch, T)` decoder positions.
         use_causal_mask: bool. Defaults to True.
         training: bool.
 
     Returns:
-        The `(batch, T, hidden_dim)` output, and the updated cache when
-        `self_attention_cache` is given.
+        The `(batch, T, hidden_dim)` output, then the updated
+        `self_attention_cache` if given, then the `cross_attention_cache` if
+        given (keras-hub's order).
 
     Input checks: `decoder_sequence` and `encoder_sequence` must be 3-D
     float tensors with one batch size, the width divisible by `num_heads`
@@ -120,6 +131,8 @@ class TransformerDecoder(TransformerBlock):
         encoder_attention_mask=None,
         self_attention_cache=None,
         self_attention_cache_update_index=None,
+        cross_attention_cache=None,
+        cross_attention_cache_update_index=None,
         positions=None,
         use_causal_mask=True,
         training=None,
@@ -131,6 +144,9 @@ class TransformerDecoder(TransformerBlock):
                 "was built with one (cross-attention). Received: "
                 f"encoder_sequence={'None' if encoder_sequence is None else 'a tensor'}"
             )
+        self._check_cross_attention_cache(
+            cross_attention_cache, cross_attention_cache_update_index
+        )
         padding_mask = mask if decoder_padding_mask is None else decoder_padding_mask
         self.check_sequence(
             "decoder_sequence", decoder_sequence, "decoder_padding_mask", padding_mask
@@ -170,6 +186,17 @@ class TransformerDecoder(TransformerBlock):
         )
         if cache is not None:
             x, cache = x
+        cross_cache = cross_attention_cache
+        cross_padding_mask = encoder_padding_mask
+        cross_attention_mask = encoder_attention_mask
+        if cross_cache is not None and cross_attention_cache_update_index is not None:
+            # A cache being written ignores padding masks (they cover new
+            # tokens, not slots); this one is the whole encoder output, so its
+            # padding goes in as an attention mask.
+            cross_attention_mask = self._padding_as_attention_mask(
+                x, encoder_padding_mask, encoder_attention_mask
+            )
+            cross_padding_mask = None
         if self.cross_attention is not None:
             x = self.residual(
                 x,
@@ -178,11 +205,54 @@ class TransformerDecoder(TransformerBlock):
                     y,
                     encoder_sequence,
                     query_mask=padding_mask,
-                    value_mask=encoder_padding_mask,
-                    attention_mask=encoder_attention_mask,
+                    value_mask=cross_padding_mask,
+                    attention_mask=cross_attention_mask,
+                    cache=cross_cache,
+                    cache_update_index=cross_attention_cache_update_index,
                     training=training,
                 ),
                 training,
             )
+            if cross_cache is not None:
+                x, cross_cache = x
         x = self.feed_forward_block(x, training)
-        return x if cache is None else (x, cache)
+        outputs = (x,)
+        if cache is not None:
+            outputs += (cache,)
+        if cross_cache is not None:
+            outputs += (cross_cache,)
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    @staticmethod
+    def _padding_as_attention_mask(x, padding_mask, attention_mask):
+        if padding_mask is None:
+            return attention_mask
+        mask = ops.expand_dims(ops.cast(padding_mask, "bool"), 1)
+        shape = (ops.shape(x)[0], ops.shape(x)[1], ops.shape(mask)[2])
+        mask = ops.broadcast_to(mask, shape)
+        if attention_mask is None:
+            return mask
+        return ops.logical_and(mask, ops.cast(attention_mask, "bool"))
+
+    def _check_cross_attention_cache(self, cache, update_index):
+        if cache is None:
+            if update_index is not None:
+                raise ValueError(
+                    "`cross_attention_cache_update_index` needs a "
+                    "`cross_attention_cache`. Received: "
+                    f"cross_attention_cache_update_index={update_index}"
+                )
+            return
+        if self.cross_attention is None:
+            raise ValueError(
+                "`cross_attention_cache` needs a decoder built with an "
+                "`encoder_sequence` (cross-attention); this one has none."
+            )
+        if update_index is not None and not (
+            isinstance(update_index, int) and update_index == 0
+        ):
+            raise ValueError(
+                "`cross_attention_cache_update_index` must be None (read the "
+                "cache) or 0 (fill it from `encoder_sequence`). Received: "
+                f"cross_attention_cache_update_index={update_index!r}"
+            )

@@ -186,6 +186,65 @@ def test_decoder_attention_masks_as_keras_hub():
     assert not np.allclose(only_self[:, 1:], plain[:, 1:], atol=1e-4)
 
 
+def test_decoder_cross_attention_cache_as_keras_hub():
+    # keras-hub's protocol: fill the cross-attention cache once (update index
+    # 0), then read it at every step; with encoder padding, equal to full
+    # decoding, and a read cache is not recomputed from `encoder_sequence`.
+    x, memory = _x(length=5), _x(length=6, seed=1)
+    padding = np.array([[1, 1, 1, 1, 0, 0], [1] * 6], bool)
+    decoder = layers.TransformerDecoder(
+        intermediate_dim=16, num_heads=2, position="rotary"
+    )
+    full = to_numpy(decoder(x, memory, encoder_padding_mask=padding))
+    self_cache = ops.zeros((2, 2, 5, 2, 4))
+    cross_cache = ops.zeros((2, 2, 6, 2, 4))
+    outputs = []
+    for index in range(5):
+        out, self_cache, cross_cache = decoder(
+            x[:, index : index + 1],
+            memory if index == 0 else np.zeros_like(memory),
+            encoder_padding_mask=padding,
+            self_attention_cache=self_cache,
+            self_attention_cache_update_index=index,
+            cross_attention_cache=cross_cache,
+            cross_attention_cache_update_index=0 if index == 0 else None,
+        )
+        outputs.append(to_numpy(out))
+    np.testing.assert_allclose(np.concatenate(outputs, 1), full, atol=1e-5)
+    # Padded memory slots stay hidden when the cache is read.
+    changed = to_numpy(cross_cache).copy()
+    changed[0, :, 4:] = 100.0
+    out, _, kept = decoder(
+        x[:, :1],
+        memory,
+        encoder_padding_mask=padding,
+        self_attention_cache=ops.zeros((2, 2, 5, 2, 4)),
+        self_attention_cache_update_index=0,
+        cross_attention_cache=changed,
+    )
+    np.testing.assert_allclose(to_numpy(kept), changed)
+    np.testing.assert_allclose(to_numpy(out), outputs[0], atol=1e-5)
+
+
+def test_decoder_cross_attention_cache_errors():
+    x, memory = _x(length=2), _x(length=3, seed=1)
+    cache = ops.zeros((2, 2, 3, 2, 4))
+    decoder_only = layers.TransformerDecoder(intermediate_dim=16, num_heads=2)
+    decoder_only(x)
+    with pytest.raises(ValueError, match="`cross_attention_cache`"):
+        decoder_only(x, cross_attention_cache=cache)
+    decoder = layers.TransformerDecoder(intermediate_dim=16, num_heads=2)
+    before = to_numpy(decoder(x, memory))
+    with pytest.raises(ValueError, match="`cross_attention_cache_update_index`"):
+        decoder(
+            x, memory, cross_attention_cache=cache, cross_attention_cache_update_index=1
+        )
+    with pytest.raises(ValueError, match="`cross_attention_cache_update_index`"):
+        decoder(x, memory, cross_attention_cache_update_index=0)
+    # The failed calls left the layer as it was.
+    np.testing.assert_allclose(to_numpy(decoder(x, memory)), before, atol=0)
+
+
 def test_feed_forward_dropout_placement_as_keras_hub():
     x = np.abs(_x(batch=4, length=16, width=8)) + 1.0
     # keras-hub's placement drops outputs (exact zeros); the intermediate one

@@ -6,7 +6,6 @@ from keras_posenc.models import MODEL_POSITIONS
 from keras_posenc.models import Seq2SeqTransformer
 from keras_posenc.utils import to_numpy
 from tests.harness import backend_share
-from tests.models.cross_backend_models import assert_models_load_across_backends
 
 # Reversal task: source "a b c d END", target "START d c b a END";
 # symbols 3..12, START = 1, END = 2, 0 is padding.
@@ -198,16 +197,6 @@ def test_nope_encoder_ignores_source_order():
     logits = to_numpy(model(inputs))
     shuffled = dict(inputs, encoder_token_ids=inputs["encoder_token_ids"][:, ::-1])
     np.testing.assert_allclose(to_numpy(model(shuffled)), logits, atol=1e-5)
-
-
-@pytest.mark.slow
-def test_loads_across_backends(tmp_path):
-    inputs = _inputs()
-    models = {}
-    for position in MODEL_POSITIONS:
-        model = _model(position, num_layers=1)
-        models[f"seq2seq_{position}"] = (model, inputs)
-    assert_models_load_across_backends(models, tmp_path, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from keras_posenc.positions import ABSOLUTE_NAMES as ABSOLUTE_POSITIONS
 from keras_posenc.positions import ATTENTION_NAMES as RELATIVE_POSITIONS
 from keras_posenc.utils import to_numpy
 from tests.harness import assert_save_load_equal
-from tests.models.cross_backend_models import assert_models_load_across_backends
 
 MAX_LENGTH = 8
 VOCABULARY_SIZE = 11  # tokens 1..10, and 0 for padding
@@ -175,17 +174,6 @@ def test_save_and_load(position, tmp_path):
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded, TransformerClassifier)
     assert loaded.get_config() == model.get_config()
-
-
-@pytest.mark.slow
-def test_every_scheme_loads_across_backends(tmp_path):
-    # One call for all schemes: each other backend starts once and loads them
-    # all with safe_mode=True, saves them back, and this backend reloads those.
-    tokens = np.concatenate(
-        [_right_pad(_tokens(2, 5), MAX_LENGTH), _tokens(1, MAX_LENGTH, seed=1)]
-    )
-    models = {position: (_tiny(position), tokens) for position in MODEL_POSITIONS}
-    assert_models_load_across_backends(models, tmp_path, atol=1e-5)
 
 
 # === Invalid arguments ===

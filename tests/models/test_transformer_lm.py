@@ -7,7 +7,6 @@ from keras_posenc.models import TransformerLM
 from keras_posenc.utils import to_numpy
 from tests.harness import assert_save_load_equal
 from tests.harness import backend_share
-from tests.models.cross_backend_models import assert_models_load_across_backends
 
 # Copy task: "a b c SEP a b c" with distinct symbols from 2..11, SEP = 1, 0 is
 # padding.
@@ -201,16 +200,6 @@ def test_learns_to_copy_and_cached_generation_matches(position):
     print(f"{position}: loss {loss:.4f}, exact match {exact_match:.3f}")
     assert loss < 0.05, f"{position}: final loss {loss:.4f}"
     assert exact_match >= 0.9, f"{position}: exact match {exact_match:.3f}"
-
-
-@pytest.mark.slow
-def test_loads_across_backends(tmp_path):
-    token_ids = _prompts()
-    models = {}
-    for position in MODEL_POSITIONS:
-        model = _model(position, num_layers=1)
-        models[f"lm_{position}"] = (model, token_ids)
-    assert_models_load_across_backends(models, tmp_path, atol=1e-5)
 
 
 @pytest.mark.parametrize(
