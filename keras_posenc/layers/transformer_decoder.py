@@ -1,7 +1,7 @@
 import keras
-from keras import ops
 
 from keras_posenc.layers.transformer_block import TransformerBlock
+from keras_posenc.utils.masks import merge_attention_masks
 
 
 @keras.saving.register_keras_serializable(package="keras_posenc")
@@ -193,8 +193,8 @@ class TransformerDecoder(TransformerBlock):
             # A cache being written ignores padding masks (they cover new
             # tokens, not slots); this one is the whole encoder output, so its
             # padding goes in as an attention mask.
-            cross_attention_mask = self._padding_as_attention_mask(
-                x, encoder_padding_mask, encoder_attention_mask
+            cross_attention_mask = merge_attention_masks(
+                key_mask=encoder_padding_mask, attention_mask=encoder_attention_mask
             )
             cross_padding_mask = None
         if self.cross_attention is not None:
@@ -222,17 +222,6 @@ class TransformerDecoder(TransformerBlock):
         if cross_cache is not None:
             outputs += (cross_cache,)
         return outputs[0] if len(outputs) == 1 else outputs
-
-    @staticmethod
-    def _padding_as_attention_mask(x, padding_mask, attention_mask):
-        if padding_mask is None:
-            return attention_mask
-        mask = ops.expand_dims(ops.cast(padding_mask, "bool"), 1)
-        shape = (ops.shape(x)[0], ops.shape(x)[1], ops.shape(mask)[2])
-        mask = ops.broadcast_to(mask, shape)
-        if attention_mask is None:
-            return mask
-        return ops.logical_and(mask, ops.cast(attention_mask, "bool"))
 
     def _check_cross_attention_cache(self, cache, update_index):
         if cache is None:
