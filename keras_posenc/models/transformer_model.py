@@ -340,7 +340,26 @@ class TransformerModel(keras.Model):
     # model with one input takes one tensor.
     POSITION_INPUTS = ()
 
+    def named_inputs(self, inputs):
+        """Inputs of a model with several, given as a list in order, as a dict.
+
+        Keras' functional base would match a list to the dict inputs in
+        sorted-key order (`decoder_token_ids` first), swapping source and
+        target without an error.
+        """
+        if not self.POSITION_INPUTS or not isinstance(inputs, (list, tuple)):
+            return inputs
+        names = [key.replace("positions", "token_ids") for key in self.POSITION_INPUTS]
+        if len(inputs) != len(names):
+            raise ValueError(
+                f"`inputs` must be a dict with the keys {names} or a list of "
+                f"{len(names)} tensors in that order. Received: a list of "
+                f"{len(inputs)}"
+            )
+        return dict(zip(names, inputs))
+
     def call(self, inputs, training=None, mask=None, positions=None):
+        inputs = self.named_inputs(inputs)
         check_token_ids(inputs)
         if positions is None:
             return super().call(inputs, training=training, mask=mask)
@@ -354,6 +373,7 @@ class TransformerModel(keras.Model):
         return {layer.name: layer for layer in self.layers}
 
     def compute_output_spec(self, inputs, training=None, mask=None, positions=None):
+        inputs = self.named_inputs(inputs)
         if positions is None:
             return super().compute_output_spec(inputs, training=training, mask=mask)
         # The functional graph has no `positions` input: trace `call` itself.
@@ -432,6 +452,7 @@ class TransformerModel(keras.Model):
         so, a `tf.data.Dataset` on its `element_spec`; batches of other
         iterables are only seen inside the step.
         """
+        x = self.named_inputs(x)
         spec = data_spec(x)
         if spec is None:
             return

@@ -58,6 +58,24 @@ def test_output_shape_config_and_save_load(position, tmp_path):
     )
 
 
+def test_inputs_as_a_list_in_order_equal_the_dict():
+    # Keras' functional base would read a list in sorted-key order (decoder
+    # first) and swap source and target.
+    model = _model("t5", num_layers=1)
+    inputs = _inputs()
+    pair = [inputs["encoder_token_ids"], inputs["decoder_token_ids"]]
+    expected = to_numpy(model(inputs))
+    np.testing.assert_array_equal(to_numpy(model(pair)), expected)
+    np.testing.assert_array_equal(to_numpy(model(tuple(pair))), expected)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(pair, inputs["decoder_token_ids"], epochs=1, verbose=0)
+    np.testing.assert_allclose(
+        model.predict(pair, verbose=0), to_numpy(model(inputs)), atol=1e-5, rtol=0
+    )
+    with pytest.raises(ValueError, match="encoder_token_ids"):
+        model([*pair, pair[0]])
+
+
 @pytest.mark.parametrize("position", MODEL_POSITIONS)
 def test_padding_does_not_change_real_logits(position):
     model = _model(position)
