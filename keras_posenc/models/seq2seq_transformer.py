@@ -61,7 +61,7 @@ class Seq2SeqTransformer(GenerativeTransformer):
     Call arguments:
         inputs: dict with `"encoder_token_ids"`, int `(batch_size, S)`, and
             `"decoder_token_ids"`, int `(batch_size, T)`, both right-padded
-            with 0.
+            with 0; or the list `[encoder_token_ids, decoder_token_ids]`.
         positions: optional dict with `"encoder_positions"` and/or
             `"decoder_positions"`, int positions shaped as the ids they
             number (e.g. left-padded sources numbered
