@@ -732,12 +732,13 @@ def markdown_table(report):
         f'seeds that fit only, and say "not fit" when none did. Keras '
         f"{machine['keras_version']}, {machine['backend']} backend, "
         f"{machine['cores']} cores of {machine['cpu']}, "
-        f"{settings.get('workers', 1)} worker process(es); "
-        f"{report['wall_seconds']:.0f} s in all"
+        f"{settings.get('workers', 1)} worker process(es). Training took "
+        f"{report['job_seconds']:.0f} s summed over the jobs (each on one "
+        f"worker: {report['job_seconds'] / settings.get('workers', 1) / 3600:.1f} "
+        f"h of wall time); this report's run took {report['wall_seconds']:.0f} s"
         + (
-            f" ({report['job_seconds']:.0f} s of model training summed over "
-            "the jobs, some logged by an earlier run and resumed)."
-            if "job_seconds" in report
+            ", reusing the jobs logged by earlier runs (`--resume`)."
+            if "--resume" in report["settings"].get("arguments", [])
             else "."
         )
     )
@@ -953,6 +954,17 @@ def main(argv=None):
         "schemes": schemes,
         "results": results,
         "wall_seconds": round(time.perf_counter() - start, 1),
+        # Jobs resumed from the log took their time in an earlier run.
+        "job_seconds": round(
+            sum(
+                seconds
+                for task_results in results.values()
+                for scheme, entry in task_results.items()
+                if scheme not in SCALED_SCHEMES
+                for seconds in entry["train_seconds"].values()
+            ),
+            1,
+        ),
     }
     (output_dir / "length_generalization.json").write_text(
         json.dumps(report, indent=2) + "\n"
