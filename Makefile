@@ -47,12 +47,15 @@ test: $(STAMP)
 	@status=0; \
 	for backend in $(BACKENDS); do \
 	  echo "=== pytest on KERAS_BACKEND=$$backend"; \
-	  KERAS_BACKEND=$$backend $(PYTEST) tests || status=1; \
+	  doctests=""; \
+	  if [ $$backend = jax ]; then \
+	    echo "    and the doctests of the public docstrings"; \
+	    doctests="--doctest-modules keras_posenc"; \
+	  fi; \
+	  KERAS_BACKEND=$$backend $(PYTEST) tests $$doctests || status=1; \
 	done; \
 	echo "=== notebooks under nbval, fast settings (KERAS_BACKEND=tensorflow)"; \
 	KERAS_BACKEND=tensorflow $(NBVAL) $(NOTEBOOKS) || status=1; \
-	echo "=== doctests of the public docstrings (KERAS_BACKEND=jax)"; \
-	KERAS_BACKEND=jax $(PY) -m pytest -q --doctest-modules keras_posenc || status=1; \
 	$(VENV)/bin/ruff check keras_posenc tests examples benchmarks || status=1; \
 	exit $$status
 

@@ -261,6 +261,36 @@ def run_blocks(layers, prefix, x, *args, **kwargs):
     return x
 
 
+class _TracedCall(keras.Operation):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.error = None
+
+    def call(self, *args):
+        try:
+            return self.fn(*args)
+        except Exception as error:
+            self.error = error
+            raise
+
+
+def trace_call(fn, *args):
+    """Traces `fn` on symbolic `args` (`KerasTensor`s): shapes out, nothing run.
+
+    The backend traces it as it would a layer's `call` (JAX's `eval_shape`, a
+    TensorFlow graph, PyTorch's meta device), so every Python check in `fn`
+    runs, and its errors come out as `fn` raised them.
+    """
+    traced = _TracedCall(fn)
+    try:
+        return traced.compute_output_spec(*args)
+    except Exception:
+        if traced.error is not None:
+            raise traced.error from None
+        raise
+
+
 def data_spec(x):
     """`KerasTensor`s with the shapes and dtypes of model inputs `x`, or None.
 
@@ -447,8 +477,8 @@ class TransformerModel(keras.Model):
         the model without weights (and the other trainers half-built). The
         `fit`/`evaluate`/`predict` family therefore checks `x` first, once per
         shape and dtype: the dtypes and batch sizes of every input, then one
-        eager call on the first row (shape checks such as a learned table's
-        length). Arrays, tensors, nested lists and dicts of them are checked
+        symbolic call on the shape of the first row (shape checks such as a
+        learned table's length). Arrays, tensors, nested lists and dicts of them are checked
         so, a `tf.data.Dataset` on its `element_spec`; batches of other
         iterables are only seen inside the step.
         """
@@ -476,7 +506,14 @@ class TransformerModel(keras.Model):
         )
         if any(value.size == 0 for value in keras.tree.flatten(first_row)):
             return
-        self(first_row, training=False)
+        # Traced, not run: the checks look at shapes and dtypes only, and an
+        # eager call compiled every op of the model once per shape on JAX.
+        trace_call(
+            lambda row: self(row, training=False),
+            keras.tree.map_structure(
+                lambda value: keras.KerasTensor(value.shape, value.dtype), first_row
+            ),
+        )
         checked.add(key)
 
     def fit(self, x=None, y=None, *args, **kwargs):
