@@ -478,9 +478,9 @@ class TransformerModel(keras.Model):
         `fit`/`evaluate`/`predict` family therefore checks `x` first, once per
         shape and dtype: the dtypes and batch sizes of every input, then one
         symbolic call on the shape of the first row (shape checks such as a
-        learned table's length). Arrays, tensors, nested lists and dicts of them are checked
-        so, a `tf.data.Dataset` on its `element_spec`; batches of other
-        iterables are only seen inside the step.
+        learned table's length). Arrays, tensors, nested lists and dicts of
+        them are checked so, a `tf.data.Dataset` on its `element_spec`;
+        batches of other iterables are only seen inside the step.
         """
         x = self.named_inputs(x)
         spec = data_spec(x)
