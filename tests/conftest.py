@@ -16,6 +16,10 @@ import pytest  # noqa: E402
 
 from tests.hardening import counts  # noqa: E402
 
+# Run from an installed wheel by tests/wheel/test_wheel.py; importing it from
+# the checkout (as `--doctest-modules` in the JAX pass would) fails by design.
+collect_ignore = ["wheel/smoke.py"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _frozen_imports():
