@@ -30,8 +30,10 @@ reserved tokens of `keras_posenc.tokenizers` (ids 0, 2, 3, 4):
   `[BOS] target [EOS]`. Serving decodes from `[BOS]` until `[EOS]` or
   `max_length` and returns the detokenized ids between them.
 
-Detokenization joins WordPiece tokens with spaces (`"Hello, world!"` comes back
-as `"hello , world !"` from a lowercasing tokenizer) and keeps `[UNK]`.
+Detokenized text is made readable by `keras_posenc.preprocessing.readable_text`
+(`"I'm here, world!"` comes back as `"i'm here, world!"` from a lowercasing
+tokenizer, not `"i ' m here , world !"`), the same rules as `decode_generated`;
+`[UNK]` is kept.
 """
 
 from keras_posenc.export.export_for_serving import export_for_serving

@@ -13,6 +13,8 @@ import json
 import os
 import sys
 
+from keras_posenc.preprocessing.readable_text import readable_text
+
 INPUT_NAME = "text"
 MODEL_FILENAME = "model.keras"
 TOKENIZER_DIRNAME = "tokenizer"
@@ -67,7 +69,7 @@ def _generated_text(tokenizer, token_ids, starts, stop_token_id):
     is_stop = tf.logical_and(tf.equal(token_ids, stop_token_id), generated)
     before_stop = tf.equal(tf.cumsum(tf.cast(is_stop, "int32"), axis=1), 0)
     keep = generated & before_stop & tf.not_equal(token_ids, 0)
-    return tokenizer.detokenize(tf.ragged.boolean_mask(token_ids, keep))
+    return readable_text(tokenizer.detokenize(tf.ragged.boolean_mask(token_ids, keep)))
 
 
 def _serving_function(model, tokenizer, options):

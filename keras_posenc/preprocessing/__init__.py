@@ -3,6 +3,7 @@ and position ids for multi-axis rotary embeddings."""
 
 from keras_posenc.preprocessing.multi_axis_positions import grid_position_ids
 from keras_posenc.preprocessing.multi_axis_positions import multi_axis_position_ids
+from keras_posenc.preprocessing.readable_text import readable_text
 from keras_posenc.preprocessing.text_sequences import chat_prompts
 from keras_posenc.preprocessing.text_sequences import chat_sequences
 from keras_posenc.preprocessing.text_sequences import decode_generated
@@ -16,5 +17,6 @@ __all__ = [
     "encode_texts",
     "grid_position_ids",
     "multi_axis_position_ids",
+    "readable_text",
     "summarization_sequences",
 ]

@@ -21,6 +21,7 @@ the serving graph.
 
 import numpy as np
 
+from keras_posenc.preprocessing.readable_text import readable_text
 from keras_posenc.utils.validation import check_positive_int
 
 
@@ -251,7 +252,9 @@ def decode_generated(tokenizer, token_ids, prompt_lengths):
             length for a `TransformerLM`).
 
     Returns:
-        A list of str, one per row (`""` when nothing was generated).
+        A list of str, one per row (`""` when nothing was generated), made
+        readable by `readable_text` (`"i'm"`, `"late."`), as the exported
+        generators serve them.
     """
     token_ids = np.asarray(token_ids)
     eos = special_token_id(tokenizer, "[EOS]")
@@ -266,7 +269,7 @@ def decode_generated(tokenizer, token_ids, prompt_lengths):
             if token_id != 0:
                 reply.append(int(token_id))
         texts.append(_to_str(tokenizer.detokenize([reply])[0]) if reply else "")
-    return texts
+    return readable_text(texts) if texts else texts
 
 
 def _to_str(value):
