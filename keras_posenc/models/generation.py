@@ -144,3 +144,60 @@ def clear_after_stop(token_ids, prompt_mask, stop_token_id):
     is_stop = ops.cast(is_stop, "int32")
     after_stop = (ops.cumsum(is_stop, axis=1) - is_stop) > 0
     return ops.where(after_stop, ops.zeros_like(token_ids), token_ids)
+
+
+def check_no_repeat_ngram_size(no_repeat_ngram_size):
+    """Returns `no_repeat_ngram_size` (None or a positive int) after checking it."""
+    if no_repeat_ngram_size is None:
+        return None
+    check_positive_int("no_repeat_ngram_size", no_repeat_ngram_size)
+    return int(no_repeat_ngram_size)
+
+
+def ban_repeated_ngrams(logits, token_ids, index, ngram_size):
+    """Masks every id that would repeat an n-gram of `token_ids[:, :index]`.
+
+    The next id goes at `index`; it would end the n-gram whose first
+    `ngram_size - 1` ids are `token_ids[:, index - ngram_size + 1 : index]`.
+    Each earlier n-gram with that same beginning bans its last id (the
+    "no repeat n-gram" rule of Paulus et al., 2018, as in fairseq and
+    HF transformers' `no_repeat_ngram_size`).
+
+    Args:
+        logits: float32 tensor `(batch, vocab)`.
+        token_ids: int tensor `(batch, length)`; ids before `index` are real.
+        index: int scalar tensor, the position of the next id.
+        ngram_size: python int, at least 1.
+
+    Returns:
+        `logits` with the banned ids set to `MASKED_LOGIT`.
+    """
+    length = token_ids.shape[1]
+    num_ngrams = length - ngram_size + 1
+    if num_ngrams < 1:
+        return logits
+    batch_size = ops.shape(token_ids)[0]
+    ngrams = ops.stack(
+        [token_ids[:, k : k + num_ngrams] for k in range(ngram_size)], axis=-1
+    )
+    # Only n-grams that end before `index`, i.e. start at `index - n` or before.
+    matches = ops.expand_dims(ops.arange(num_ngrams) <= index - ngram_size, 0)
+    if ngram_size > 1:
+        start = ops.maximum(index - ngram_size + 1, 0)
+        prefix = ops.slice(token_ids, [0, start], [batch_size, ngram_size - 1])
+        same = ops.all(
+            ops.equal(ngrams[:, :, :-1], ops.expand_dims(prefix, 1)), axis=-1
+        )
+        matches = ops.logical_and(matches, same)
+    else:
+        matches = ops.broadcast_to(matches, (batch_size, num_ngrams))
+    # Unbanned slots point at id 0, which `suppress_padding` masks already,
+    # so every write sets MASKED_LOGIT and repeated indices cannot disagree.
+    banned = ops.where(matches, ngrams[:, :, -1], ops.zeros_like(ngrams[:, :, -1]))
+    rows = ops.broadcast_to(
+        ops.expand_dims(ops.arange(batch_size, dtype=banned.dtype), 1),
+        ops.shape(banned),
+    )
+    indices = ops.reshape(ops.stack([rows, banned], axis=-1), (-1, 2))
+    updates = ops.full((ops.shape(indices)[0],), MASKED_LOGIT, dtype=logits.dtype)
+    return ops.scatter_update(logits, indices, updates)

@@ -15,7 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_posenc.models.generation import ban_repeated_ngrams
 from keras_posenc.models.generation import check_generate_arguments
+from keras_posenc.models.generation import check_no_repeat_ngram_size
 from keras_posenc.models.generation import clear_after_stop
 from keras_posenc.models.generation import get_sampler
 from keras_posenc.models.generation import suppress_padding
@@ -37,7 +39,11 @@ GENERATE_ARGUMENTS = """
                 slow reference). Defaults to `True`.
             start_token_id: int or None. Encoder-decoder models: the first
                 decoder token (None means 1). Decoder-only models: must be
-                None (each prompt holds its own first tokens)."""
+                None (each prompt holds its own first tokens).
+            no_repeat_ngram_size: int or None. If set, an id that would
+                repeat an n-gram of this size already in the sequence (prompt
+                included) is never chosen, with every sampler; a guard against
+                repetition loops. Defaults to `None` (no guard)."""
 
 
 class GenerativeTransformer(TransformerModel):
@@ -51,6 +57,7 @@ class GenerativeTransformer(TransformerModel):
         stop_token_id=None,
         use_cache=True,
         start_token_id=None,
+        no_repeat_ngram_size=None,
     ):
         max_length = check_generate_arguments(
             max_length, self.max_length, stop_token_id, use_cache
@@ -76,6 +83,7 @@ class GenerativeTransformer(TransformerModel):
             stop_token_id=stop_token_id,
             use_cache=use_cache,
             start_token_id=start_token_id,
+            no_repeat_ngram_size=check_no_repeat_ngram_size(no_repeat_ngram_size),
         )
         return np.asarray(ops.convert_to_numpy(output)).astype("int32")
 
@@ -126,6 +134,7 @@ class GenerativeTransformer(TransformerModel):
                 "stop_token_id",
                 "use_cache",
                 "start_token_id",
+                "no_repeat_ngram_size",
             ),
         )
         def stateless_step(inputs, state, max_length, sampler, **static):
@@ -167,6 +176,7 @@ class GenerativeTransformer(TransformerModel):
         stop_token_id=None,
         use_cache=True,
         start_token_id=None,
+        no_repeat_ngram_size=None,
     ):
         sampler = get_sampler(sampler)
         inputs = ops.cast(inputs, "int32")
@@ -174,6 +184,13 @@ class GenerativeTransformer(TransformerModel):
             inputs, max_length, start_token_id
         )
         prompt_mask = ops.not_equal(token_ids, 0)
+
+        def guard(logits, prompt, index):
+            logits = suppress_padding(logits)
+            if no_repeat_ngram_size is None:
+                return logits
+            return ban_repeated_ngrams(logits, prompt, index, no_repeat_ngram_size)
+
         if use_cache:
             hidden_states, cache = self._initial_cache(token_ids, context)
 
@@ -183,7 +200,7 @@ class GenerativeTransformer(TransformerModel):
                     token, cache, index - 1
                 )
                 return (
-                    suppress_padding(ops.squeeze(logits, axis=1)),
+                    guard(ops.squeeze(logits, axis=1), prompt, index),
                     ops.squeeze(hidden_states, axis=1),
                     cache,
                 )
@@ -198,7 +215,7 @@ class GenerativeTransformer(TransformerModel):
                     [0, index - 1, 0],
                     [ops.shape(prompt)[0], 1, self.vocabulary_size],
                 )
-                return suppress_padding(ops.squeeze(logits, axis=1)), None, cache
+                return guard(ops.squeeze(logits, axis=1), prompt, index), None, cache
 
         output = sampler(
             next=next,

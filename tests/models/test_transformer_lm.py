@@ -239,6 +239,8 @@ def test_invalid_arguments(kwargs, name):
         ([[3, 4]], {"stop_token_id": 0}, "stop_token_id"),
         ([[3, 4]], {"stop_token_id": VOCABULARY_SIZE}, "stop_token_id"),
         ([[3, 4]], {"use_cache": 1}, "use_cache"),
+        ([[3, 4]], {"no_repeat_ngram_size": 0}, "no_repeat_ngram_size"),
+        ([[3, 4]], {"no_repeat_ngram_size": 2.5}, "no_repeat_ngram_size"),
     ],
 )
 def test_invalid_generate_arguments(prompt, kwargs, name):
