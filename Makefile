@@ -28,7 +28,7 @@ export KERAS_POSENC_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PYTHONWARNINGS ?= ignore::DeprecationWarning
 
-.PHONY: install demo test test-backend test-notebooks test-notebooks-all bench bench-full lint clean
+.PHONY: install demo test test-backend test-notebooks test-notebooks-all notebooks-full bench bench-full lint clean
 
 install: $(STAMP)
 
@@ -67,6 +67,22 @@ test-backend: $(STAMP)
 # make test-notebooks BACKEND=jax
 test-notebooks: $(STAMP)
 	KERAS_BACKEND=$(BACKEND) $(NBVAL) $(NOTEBOOKS)
+
+# The tutorials in their full settings, executed in place: their stored outputs (plots,
+# tables, progress bars collapsed to their final state as JupyterLab shows them) and the
+# SavedModels in saved_models/ are rewritten. One notebook: NOTEBOOKS=notebooks/02_chatbot.ipynb.
+# Measured times are in notebooks/README.md.
+notebooks-full: $(STAMP)
+	@for notebook in $(NOTEBOOKS); do \
+	  echo "=== $$notebook, full setting, KERAS_BACKEND=$(BACKEND)"; \
+	  start=$$(date +%s); \
+	  (cd $$(dirname $$notebook) && KERAS_BACKEND=$(BACKEND) KERAS_POSENC_FAST=0 \
+	    $(abspath $(VENV))/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=-1 \
+	    --Exporter.preprocessors=nbconvert.preprocessors.CoalesceStreamsPreprocessor \
+	    --CoalesceStreamsPreprocessor.enabled=True $$(basename $$notebook)) || exit 1; \
+	  echo "=== $$notebook took $$(( $$(date +%s) - start )) s"; \
+	done
 
 # The tutorials on TensorFlow, JAX and PyTorch, each in its own process (not part of
 # `make test`, which runs them on TensorFlow only to stay within the CI time budget).
