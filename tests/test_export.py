@@ -201,8 +201,14 @@ def _served_summarizer(tokenizer, root):
         decoder_ids[:, 1:],
         epochs=30,
     )
+    # Served with the repetition guard, which the in-memory step applies too.
     path = export_for_serving(
-        seq2seq, tokenizer, root / "summarizer" / "1", sequence_length=12, max_length=8
+        seq2seq,
+        tokenizer,
+        root / "summarizer" / "1",
+        sequence_length=12,
+        max_length=8,
+        no_repeat_ngram_size=3,
     )
     # `generate()` rejects an empty source; its tensor core serves it.
     generated = seq2seq.generate_step(
@@ -210,6 +216,7 @@ def _served_summarizer(tokenizer, root):
         8,
         start_token_id=2,
         stop_token_id=3,
+        no_repeat_ngram_size=3,
     )
     expected = preprocessing.decode_generated(
         tokenizer, keras.ops.convert_to_numpy(generated), 1
@@ -455,6 +462,12 @@ def small_models():
         ("lm", {"max_prompt_length": 16}, "`max_prompt_length`"),
         ("lm", {"sequence_length": 8}, "`sequence_length`"),
         ("lm", {"sampler": "nucleus"}, "`sampler`"),
+        ("lm", {"no_repeat_ngram_size": 0}, "`no_repeat_ngram_size`"),
+        (
+            "classifier",
+            {"label_names": ["a", "b"], "no_repeat_ngram_size": 2},
+            "`no_repeat_ngram_size`",
+        ),
         ("seq2seq", {"max_length": 1}, "`max_length`"),
         ("seq2seq", {"sequence_length": 0}, "`sequence_length`"),
         ("dense", {}, "`model`"),

@@ -7,6 +7,7 @@ import tempfile
 import keras
 
 from keras_posenc.export import serving_graph
+from keras_posenc.models.generation import check_no_repeat_ngram_size
 from keras_posenc.models.generation import get_sampler
 from keras_posenc.models.seq2seq_transformer import Seq2SeqTransformer
 from keras_posenc.models.transformer_classifier import TransformerClassifier
@@ -207,6 +208,7 @@ def export_for_serving(
     max_length=None,
     max_prompt_length=None,
     sampler="greedy",
+    no_repeat_ngram_size=None,
 ):
     """Exports a model with its tokenizer as a SavedModel that serves raw text.
 
@@ -263,6 +265,9 @@ def export_for_serving(
         sampler: generators only: `"greedy"`, `"top_k"`, `"top_p"`, `"beam"`
             or a `keras_hub.samplers.Sampler` instance; names take keras-hub's
             defaults (`top_p` is p=0.1). Defaults to `"greedy"`.
+        no_repeat_ngram_size: int or None. Generators only: the served
+            decoding never repeats an n-gram of this size, as
+            `generate(no_repeat_ngram_size=...)`. Defaults to `None`.
 
     Returns:
         The path of the SavedModel, as a str.
@@ -308,6 +313,7 @@ def export_for_serving(
             max_length=max_length,
             max_prompt_length=max_prompt_length,
             sampler=None if sampler == "greedy" else sampler,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
         options = _classifier_options(
             described, tokenizer, label_names, sequence_length
@@ -322,6 +328,7 @@ def export_for_serving(
             "sampler": keras.saving.serialize_keras_object(get_sampler(sampler)),
             "bos_id": special_token_id(tokenizer, "[BOS]"),
             "eos_id": special_token_id(tokenizer, "[EOS]"),
+            "no_repeat_ngram_size": check_no_repeat_ngram_size(no_repeat_ngram_size),
         }
         if kind == "lm":
             _reject("TransformerLM", sequence_length=sequence_length)

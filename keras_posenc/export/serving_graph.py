@@ -142,6 +142,7 @@ def _serving_function(model, tokenizer, options):
             sampler=sampler,
             stop_token_id=eos,
             start_token_id=start_token_id,
+            no_repeat_ngram_size=options.get("no_repeat_ngram_size"),
         )
         return {"generated_text": _generated_text(tokenizer, token_ids, starts, eos)}
 
@@ -156,6 +157,7 @@ def uncached_generate_step(
     stop_token_id=None,
     start_token_id=None,
     probabilities=False,
+    no_repeat_ngram_size=None,
 ):
     """`generate_step` for any Keras model from ids to next-token scores.
 
@@ -171,12 +173,14 @@ def uncached_generate_step(
         max_length, sampler, stop_token_id: as in `TransformerLM.generate`.
         start_token_id: must be None (decoder-only).
         probabilities: bool. The model gives probabilities, not logits.
+        no_repeat_ngram_size: int or None, as in `TransformerLM.generate`.
 
     Returns:
         Int32 tensor `(batch, max_length)`.
     """
     from keras import ops
 
+    from keras_posenc.models.generation import ban_repeated_ngrams
     from keras_posenc.models.generation import clear_after_stop
     from keras_posenc.models.generation import suppress_padding
 
@@ -192,7 +196,10 @@ def uncached_generate_step(
         scores = ops.squeeze(scores, axis=1)
         if probabilities:
             scores = ops.log(ops.maximum(scores, 1e-30))
-        return suppress_padding(scores), None, cache
+        scores = suppress_padding(scores)
+        if no_repeat_ngram_size is not None:
+            scores = ban_repeated_ngrams(scores, prompt, index, no_repeat_ngram_size)
+        return scores, None, cache
 
     output = sampler(
         next=next,
