@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_posenc import positions as position_schemes
+from keras_posenc.utils.attention import biased_attention
 from keras_posenc.utils.masks import MASK_BIAS
 from keras_posenc.utils.masks import MASKED_LOGIT
 from keras_posenc.utils.masks import causal_mask
@@ -47,10 +48,12 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
     Attention runs through `keras.ops.dot_product_attention` (the backend's
     fused kernel where it has one; the scheme's bias and logit term passed
     in as one bias, with `flash_attention=False` so that no backend drops
-    it) except where that op cannot express the computation: schemes that
-    need the attention weights (Shaw with value embeddings), dropout during
-    training, and `return_attention_scores=True` take an explicit einsum
-    path. `attend(...)` is that core on projected heads.
+    it; on JAX a float32 bias takes an einsum route whose bias gradient is
+    cheaper, see `keras_posenc.utils.attention`) except where that op
+    cannot express the computation: schemes that need the attention weights
+    (Shaw with value embeddings), dropout during training, and
+    `return_attention_scores=True` take an explicit einsum path.
+    `attend(...)` is that core on projected heads.
 
     With a key/value `cache` (keras-hub's layout `(batch, 2, max_length,
     num_heads, key_dim)`), new keys and values are written at
@@ -607,14 +610,12 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
                     "possible) or False. Received: flash_attention=True"
                 )
             flash_attention = False
+        scale = 1.0 / math.sqrt(self.key_dim)
+        if bias is not None:
+            # A learned bias needs its gradient: the route measured fastest.
+            return biased_attention(q, k, v, bias, scale)
         return ops.dot_product_attention(
-            q,
-            k,
-            v,
-            bias=bias,
-            mask=mask,
-            scale=1.0 / math.sqrt(self.key_dim),
-            flash_attention=flash_attention,
+            q, k, v, mask=mask, scale=scale, flash_attention=flash_attention
         )
 
     def _explicit_attention(
