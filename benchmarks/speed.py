@@ -4,6 +4,8 @@ Each part returns rows of plain numbers; `benchmarks/__main__.py` runs this
 module once per backend, each in its own process:
 
     KERAS_BACKEND=jax python -m benchmarks.speed --parts attention --quick
+    KERAS_BACKEND=jax python -m benchmarks.speed --parts attention \
+        --schemes t5 --lengths 512          # T5 vs plain attention alone
 
 Every ratio divides two medians measured in this process, after warm-up,
 under the backend's jit (see `benchmarks/timing.py`).
@@ -172,11 +174,12 @@ def attention(config, warmup, repeats):
     """Forward+backward time (and, on JAX, XLA temporary memory) per scheme."""
     rows = []
     batch, heads, head_dim = config["batch"], config["heads"], config["head_dim"]
+    schemes = tuple(config.get("schemes", ATTENTION_SCHEMES))
     for length in config["lengths"]:
         shape = (batch, length, heads, head_dim)
         qkv = tuple(random_normal(shape, seed) for seed in (0, 1, 2))
         candidates, functions = {}, {}
-        for scheme in (None,) + ATTENTION_SCHEMES:
+        for scheme in (None,) + schemes:
             function, values = attention_core(scheme, heads, head_dim, length)
             name = scheme or "plain"
             functions[name] = (function, (*qkv, *values))
@@ -358,8 +361,13 @@ PARTS = {
 }
 
 
-def run(parts, quick):
+def run(parts, quick, schemes=None, lengths=None):
+    """Runs `parts`; `schemes` and `lengths` narrow the attention part."""
     sizes = settings(quick)
+    if schemes:
+        sizes["attention"]["schemes"] = list(schemes)
+    if lengths:
+        sizes["attention"]["lengths"] = list(lengths)
     results = {}
     for part in parts:
         results[part] = {
@@ -373,6 +381,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
+    parser.add_argument(
+        "--schemes",
+        nargs="+",
+        choices=ATTENTION_SCHEMES,
+        help="attention part: only these schemes (and plain attention)",
+    )
+    parser.add_argument(
+        "--lengths", nargs="+", type=int, help="attention part: only these lengths"
+    )
     parser.add_argument("--output", help="write the JSON here instead of stdout")
     args = parser.parse_args(argv)
     if keras.config.backend() == "tensorflow":
@@ -383,7 +400,7 @@ def main(argv=None):
     results = {
         "backend": keras.config.backend(),
         "versions": backend_versions(),
-        "parts": run(args.parts, args.quick),
+        "parts": run(args.parts, args.quick, args.schemes, args.lengths),
     }
     text = json.dumps(results, indent=1)
     if args.output:
