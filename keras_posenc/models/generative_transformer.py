@@ -103,8 +103,10 @@ class GenerativeTransformer(TransformerModel):
         As keras-hub's `CausalLM.make_generate_function`: on JAX a `jax.jit`
         of a stateless step (the variables go in as arguments, the sampler's
         seed state comes back out); on TensorFlow a `tf.function`; PyTorch
-        runs eagerly. Non-tensor arguments are static: a new `max_length`,
-        sampler or stop token compiles a new step.
+        runs eagerly under `torch.no_grad()` (as keras-hub does: otherwise
+        every op of every step records an autograd graph for the weights).
+        Non-tensor arguments are static: a new `max_length`, sampler or stop
+        token compiles a new step.
         """
         compiled = self.__dict__.get("_generate_function")
         if compiled is not None:
@@ -117,7 +119,12 @@ class GenerativeTransformer(TransformerModel):
         elif backend == "jax":
             compiled = self._jax_generate_function()
         else:
-            compiled = self.generate_step
+            import torch
+
+            def compiled(*args, **kwargs):
+                with torch.no_grad():
+                    return self.generate_step(*args, **kwargs)
+
         self.__dict__["_generate_function"] = compiled
         return compiled
 
