@@ -94,10 +94,12 @@ class FeedForward(keras.layers.Layer):
     def call(self, inputs, training=None):
         check_float_tensor("FeedForward", "inputs", inputs)
         x = self.intermediate_dense(inputs)
-        if self.intermediate_dropout:
+        # Dropout is the identity outside training: not called then (its
+        # Layer.__call__ costs about 0.2 ms per decoding step in eager PyTorch).
+        if self.intermediate_dropout and training:
             x = self.dropout_layer(x, training=training)
         x = self.output_dense(x)
-        if not self.intermediate_dropout:
+        if not self.intermediate_dropout and training:
             x = self.dropout_layer(x, training=training)
         return x
 

@@ -282,7 +282,7 @@ class MultiAxisRotaryEmbedding(AttentionPosition):
         self._resolve_sections(key_dim)
 
     def rotate(self, inputs, positions, is_key=False):
-        return self(inputs, positions=positions)
+        return self._call_built(inputs, positions=positions)
 
     def build(self, input_shape):
         sections = self._check_inputs_shape(input_shape)

@@ -385,7 +385,7 @@ class RotaryEmbedding(AttentionPosition):
             )
 
     def rotate(self, inputs, positions, is_key=False):
-        return self(inputs, positions=positions)
+        return self._call_built(inputs, positions=positions)
 
     def build(self, input_shape):
         if self.scaling in NEEDS_ORIGINAL_LENGTH and self.original_max_length is None:

@@ -137,7 +137,7 @@ class XPos(AttentionPosition):
 
     def rotate(self, inputs, positions, is_key=False):
         # Keys are scaled down by the inverse of the queries' scale.
-        return self(inputs, positions=positions, downscale=is_key)
+        return self._call_built(inputs, positions=positions, downscale=is_key)
 
     def build(self, input_shape):
         self._check_input_shape(input_shape)
