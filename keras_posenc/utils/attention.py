@@ -62,8 +62,10 @@ def einsum_biased_attention(query, key, value, bias, scale):
     @ops.custom_gradient
     def attention(query, key, value, bias):
         logits = ops.einsum("btnh,bsnh->bnts", query, key) * scale + bias
-        # (batch, heads, T, S), kept for the backward pass.
-        weights = ops.softmax(logits, axis=-1)
+        # (batch, heads, T, S), kept for the backward pass. Written out:
+        # `ops.softmax` warns on a key axis of size 1 (a one-token sequence).
+        weights = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
+        weights = weights / ops.sum(weights, axis=-1, keepdims=True)
         output = ops.einsum("bnts,bsnh->btnh", weights, value)
 
         def gradient(*args, upstream=None):
