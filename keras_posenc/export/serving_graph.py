@@ -180,9 +180,8 @@ def uncached_generate_step(
     """
     from keras import ops
 
-    from keras_posenc.models.generation import ban_repeated_ngrams
     from keras_posenc.models.generation import clear_after_stop
-    from keras_posenc.models.generation import suppress_padding
+    from keras_posenc.models.generation import next_token_scores
 
     del start_token_id  # a decoder-only model continues its prompts
     token_ids = ops.cast(inputs, "int32")
@@ -196,10 +195,11 @@ def uncached_generate_step(
         scores = ops.squeeze(scores, axis=1)
         if probabilities:
             scores = ops.log(ops.maximum(scores, 1e-30))
-        scores = suppress_padding(scores)
-        if no_repeat_ngram_size is not None:
-            scores = ban_repeated_ngrams(scores, prompt, index, no_repeat_ngram_size)
-        return scores, None, cache
+        return (
+            next_token_scores(scores, prompt, index, no_repeat_ngram_size),
+            None,
+            cache,
+        )
 
     output = sampler(
         next=next,

@@ -201,3 +201,16 @@ def ban_repeated_ngrams(logits, token_ids, index, ngram_size):
     indices = ops.reshape(ops.stack([rows, banned], axis=-1), (-1, 2))
     updates = ops.full((ops.shape(indices)[0],), MASKED_LOGIT, dtype=logits.dtype)
     return ops.scatter_update(logits, indices, updates)
+
+
+def next_token_scores(logits, token_ids, index, no_repeat_ngram_size):
+    """Sampler scores `(batch, vocab)`: padding never chosen, repeats guarded.
+
+    What every generation step applies to the model's logits for the id at
+    `index`: `suppress_padding`, then `ban_repeated_ngrams` when
+    `no_repeat_ngram_size` is set.
+    """
+    logits = suppress_padding(logits)
+    if no_repeat_ngram_size is None:
+        return logits
+    return ban_repeated_ngrams(logits, token_ids, index, no_repeat_ngram_size)

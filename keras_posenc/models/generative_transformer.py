@@ -15,12 +15,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_posenc.models.generation import ban_repeated_ngrams
 from keras_posenc.models.generation import check_generate_arguments
 from keras_posenc.models.generation import check_no_repeat_ngram_size
 from keras_posenc.models.generation import clear_after_stop
 from keras_posenc.models.generation import get_sampler
-from keras_posenc.models.generation import suppress_padding
+from keras_posenc.models.generation import next_token_scores
 from keras_posenc.models.transformer_model import TransformerModel
 from keras_posenc.utils.validation import check_positive_int
 
@@ -192,12 +191,6 @@ class GenerativeTransformer(TransformerModel):
         )
         prompt_mask = ops.not_equal(token_ids, 0)
 
-        def guard(logits, prompt, index):
-            logits = suppress_padding(logits)
-            if no_repeat_ngram_size is None:
-                return logits
-            return ban_repeated_ngrams(logits, prompt, index, no_repeat_ngram_size)
-
         if use_cache:
             hidden_states, cache = self._initial_cache(token_ids, context)
 
@@ -207,7 +200,9 @@ class GenerativeTransformer(TransformerModel):
                     token, cache, index - 1
                 )
                 return (
-                    guard(ops.squeeze(logits, axis=1), prompt, index),
+                    next_token_scores(
+                        ops.squeeze(logits, axis=1), prompt, index, no_repeat_ngram_size
+                    ),
                     ops.squeeze(hidden_states, axis=1),
                     cache,
                 )
@@ -222,7 +217,13 @@ class GenerativeTransformer(TransformerModel):
                     [0, index - 1, 0],
                     [ops.shape(prompt)[0], 1, self.vocabulary_size],
                 )
-                return guard(ops.squeeze(logits, axis=1), prompt, index), None, cache
+                return (
+                    next_token_scores(
+                        ops.squeeze(logits, axis=1), prompt, index, no_repeat_ngram_size
+                    ),
+                    None,
+                    cache,
+                )
 
         output = sampler(
             next=next,
