@@ -13,7 +13,31 @@ TARGETS = {
     "alibi": 1.25,
     "t5": 1.25,
     "shaw": 1.6,
+    "mrope": 1.15,
+    "kerple": 1.25,
+    "fire": 1.25,
+    "cope": 1.25,
+    "forgetting": 1.25,
     "encoder_block": 1.0,
+}
+# Row order of the attention tables; keras-hub's layers (no target) last.
+ATTENTION_ORDER = (
+    "rotary",
+    "xpos",
+    "mrope",
+    "alibi",
+    "t5",
+    "kerple",
+    "fire",
+    "cope",
+    "forgetting",
+    "shaw",
+    "keras_hub_rotary",
+    "keras_hub_alibi",
+)
+ATTENTION_LABELS = {
+    "keras_hub_rotary": "keras-hub rotary",
+    "keras_hub_alibi": "keras-hub ALiBi (einsum)",
 }
 # Targets on attention apply from this length on.
 ATTENTION_TARGET_FROM = 512
@@ -141,14 +165,22 @@ def markdown(results):
             "",
             "Forward+backward time ratio on projected q, k, v; targets (L ≥ "
             f"{ATTENTION_TARGET_FROM}): rotary/xPos ≤ 1.15×, ALiBi/T5 ≤ 1.25×, "
-            "Shaw ≤ 1.6×. Plain attention's own time in the last rows.",
+            "Shaw ≤ 1.6×; T5 and the learned biases (Kerple, FIRE, CoPE, "
+            "forgetting) ≤ 1.25×, multi-axis rotary ≤ 1.15×. keras-hub's "
+            "`RotaryEmbedding` and `AlibiBias` (added to einsum scores, as its "
+            "Falcon and Bloom attend; a causal form, measured without a mask) "
+            "are timed in the same processes for comparison. Plain attention's "
+            "own time in the last row.",
             "",
         ]
-        schemes = ["rotary", "xpos", "alibi", "t5", "shaw"]
+        present = {
+            r["scheme"] for b in backends for r in _rows(results, b, "attention")
+        }
+        schemes = [s for s in ATTENTION_ORDER if s in present]
         header = ["scheme"] + [f"{b} L={n}" for b in backends for n in lengths]
         rows = []
         for scheme in schemes:
-            row = [scheme]
+            row = [ATTENTION_LABELS.get(scheme, scheme)]
             for b in backends:
                 found = {
                     r["length"]: r
@@ -157,7 +189,7 @@ def markdown(results):
                 }
                 for n in lengths:
                     r = found.get(n)
-                    target = TARGETS[scheme] if n >= ATTENTION_TARGET_FROM else None
+                    target = TARGETS.get(scheme) if n >= ATTENTION_TARGET_FROM else None
                     row.append(_ratio(r["ratio"], target) if r else "–")
             rows.append(row)
         row = ["plain (ms)"]
@@ -180,7 +212,7 @@ def markdown(results):
             for scheme in schemes:
                 found = {r["length"]: r for r in jax_rows if r["scheme"] == scheme}
                 rows.append(
-                    [scheme]
+                    [ATTENTION_LABELS.get(scheme, scheme)]
                     + [
                         _ratio(
                             found[n]["memory_ratio"], 2.0 if scheme == "shaw" else None
@@ -302,7 +334,7 @@ def plot(results, path):
     axes = axes[0]
     for axis, backend in zip(axes, backends):
         rows = _rows(results, backend, "attention")
-        for scheme in ("rotary", "xpos", "alibi", "t5", "shaw"):
+        for scheme in ("rotary", "alibi", "t5", "kerple", "fire", "shaw"):
             points = sorted(
                 (r["length"], r["ratio"]) for r in rows if r["scheme"] == scheme
             )

@@ -36,6 +36,10 @@ ATTENTION_SCHEMES = (
     "cope",
     "forgetting",
 )
+# keras-hub's own layers for the schemes it has, timed in the same process:
+# its `RotaryEmbedding` before fused attention, and its `AlibiBias` on the
+# einsum attention scores (the way keras-hub's Falcon and Bloom attend).
+KERAS_HUB_SCHEMES = ("keras_hub_rotary", "keras_hub_alibi")
 
 
 def settings(quick):
@@ -121,11 +125,12 @@ def absolute(config, warmup, repeats):
                 layer.build((batch, length, width))
                 function, values = stateless(layer, layer)
                 candidates[f"{kind} {merge}"] = (timing.jit(function), (x, *values))
+        candidates["keras-hub sine add"] = (keras_hub_sine(), (x,))
         times = timing.median_times(candidates, warmup, repeats, inner=5)
         for name, seconds in times.items():
             if name.startswith("bare"):
                 continue
-            base = "bare " + name.split()[1]
+            base = "bare " + name.split()[-1]
             rows.append(
                 {
                     "encoding": name,
@@ -138,6 +143,14 @@ def absolute(config, warmup, repeats):
     return rows
 
 
+def keras_hub_sine():
+    """`x + keras_hub.layers.SinePositionEncoding()(x)`, jitted."""
+    import keras_hub
+
+    sine = keras_hub.layers.SinePositionEncoding()
+    return timing.jit(lambda x: x + sine(x))
+
+
 def attention_core(scheme, num_heads, head_dim, length):
     """`(function, variable_values)`: attention of projected `q, k, v`.
 
@@ -146,9 +159,11 @@ def attention_core(scheme, num_heads, head_dim, length):
     fused or explicit attention), so that the ratio to plain attention is the
     scheme's own cost.
     """
+    scale = 1.0 / math.sqrt(head_dim)
     if scheme is None:
-        scale = 1.0 / math.sqrt(head_dim)
         return (lambda q, k, v: ops.dot_product_attention(q, k, v, scale=scale)), []
+    if scheme in KERAS_HUB_SCHEMES:
+        return keras_hub_attention_core(scheme, scale), []
     layer = PositionalMultiHeadAttention(num_heads, head_dim, position=scheme)
     layer.build((1, length, num_heads * head_dim))
 
@@ -170,11 +185,33 @@ def attention_core(scheme, num_heads, head_dim, length):
     return stateless(layer.position_layer, core)
 
 
+def keras_hub_attention_core(scheme, scale):
+    """Attention of projected `q, k, v` with keras-hub's rotary or ALiBi layer."""
+    import keras_hub
+
+    if scheme == "keras_hub_rotary":
+        rotary = keras_hub.layers.RotaryEmbedding(sequence_axis=1, feature_axis=-1)
+
+        def core(q, k, v):
+            q, k = rotary(q), rotary(k)
+            return ops.dot_product_attention(q, k, v, scale=scale)
+
+        return core
+    alibi = keras_hub.layers.AlibiBias()
+
+    def core(q, k, v):
+        scores = alibi(ops.einsum("btnh,bsnh->bnts", q, k) * scale)
+        weights = ops.softmax(scores, axis=-1)
+        return ops.einsum("bnts,bsnh->btnh", weights, v)
+
+    return core
+
+
 def attention(config, warmup, repeats):
     """Forward+backward time (and, on JAX, XLA temporary memory) per scheme."""
     rows = []
     batch, heads, head_dim = config["batch"], config["heads"], config["head_dim"]
-    schemes = tuple(config.get("schemes", ATTENTION_SCHEMES))
+    schemes = tuple(config.get("schemes", ATTENTION_SCHEMES + KERAS_HUB_SCHEMES))
     for length in config["lengths"]:
         shape = (batch, length, heads, head_dim)
         qkv = tuple(random_normal(shape, seed) for seed in (0, 1, 2))
@@ -384,7 +421,7 @@ def main(argv=None):
     parser.add_argument(
         "--schemes",
         nargs="+",
-        choices=ATTENTION_SCHEMES,
+        choices=ATTENTION_SCHEMES + KERAS_HUB_SCHEMES,
         help="attention part: only these schemes (and plain attention)",
     )
     parser.add_argument(
