@@ -34,6 +34,11 @@ class AttentionPosition(keras.layers.Layer):
       weights, which keeps the attention on its explicit (non-fused) path.
       Defaults to False; without it the logit term and the bias go to
       `keras.ops.dot_product_attention` as one bias.
+    - `compute_attention(query, key, value, query_positions, key_positions,
+      scale, mask=None)`: the whole attention `(batch, T, heads, value_dim)`
+      by the scheme's own faster route, or None to use the hooks above. Only
+      asked when the output alone is needed (no scores, no dropout, no extra
+      bias); it must equal what the hooks compute. Defaults to None.
     - `check_attention(num_heads, key_dim)`: raise a `ValueError` if the
       scheme cannot serve an attention layer of these sizes (called when the
       attention layer is created). Defaults to accepting any.
@@ -148,4 +153,20 @@ class AttentionPosition(keras.layers.Layer):
 
     def compute_values(self, attention_weights, query_positions, key_positions):
         """`(batch, T, heads, value_dim)` term added to the output, or None."""
+        return None
+
+    def compute_attention(
+        self, query, key, value, query_positions, key_positions, scale, mask=None
+    ):
+        """`(batch, T, heads, value_dim)` attention by a faster route, or None.
+
+        Args:
+            query: `(batch, T, heads, key_dim)`, already rotated.
+            key: `(batch, S, heads, key_dim)`, already rotated.
+            value: `(batch, S, heads, value_dim)`.
+            query_positions: int `(T,)` or `(batch, T)`.
+            key_positions: int `(S,)` or `(batch, S)`.
+            scale: float. Multiplies the query-key logits.
+            mask: optional bool `(batch or 1, T, S)`, True where allowed.
+        """
         return None

@@ -480,6 +480,25 @@ class PositionalMultiHeadAttention(keras.layers.Layer):
             the fused kernel ran.
         """
         position = self.position_layer
+        if (
+            position is not None
+            and bias is None
+            and not return_attention_scores
+            and not (training and self.dropout > 0)
+        ):
+            # A scheme's own attention (Shaw's, with its written-out
+            # gradient) where it has one for these inputs.
+            output = position.compute_attention(
+                query,
+                key,
+                value,
+                query_positions,
+                key_positions,
+                scale=1.0 / math.sqrt(self.key_dim),
+                mask=mask,
+            )
+            if output is not None:
+                return output, None
         logits = None
         if position is not None:
             position_bias = position.compute_bias(query_positions, key_positions)

@@ -2,6 +2,10 @@ import keras
 from keras import ops
 
 from keras_posenc.layers.attention_position import AttentionPosition
+from keras_posenc.utils.attention import bucket_one_hot
+from keras_posenc.utils.attention import bucket_sums
+from keras_posenc.utils.attention import shaw_attention
+from keras_posenc.utils.attention import shaw_attention_is_faster
 from keras_posenc.utils.positions import check_key_positions_shape
 from keras_posenc.utils.positions import check_positions_shape
 from keras_posenc.utils.positions import default_key_positions
@@ -201,6 +205,13 @@ class RelativePositionEmbedding(AttentionPosition):
                 f"`use_values=True`. Received: use_values={self.use_values}"
             )
         weights = ops.cast(attention_weights, self.compute_dtype)
+        index = self._shared_index(query_positions, key_positions)
+        bucket_weights = self._bucket_weights(weights, index)
+        table = ops.cast(self.value_embeddings, self.compute_dtype)
+        return ops.einsum("bhqr,rd->bqhd", bucket_weights, table)
+
+    def _shared_index(self, query_positions, key_positions):
+        """`relative_position_index`, `(T, S)` when one example holds it all."""
         index = self.relative_position_index(query_positions, key_positions)
         if (
             len(index.shape) == 3
@@ -208,9 +219,53 @@ class RelativePositionEmbedding(AttentionPosition):
             and (index.shape[0] == 1)
         ):
             index = index[0]
-        bucket_weights = self._bucket_weights(weights, index)
-        table = ops.cast(self.value_embeddings, self.compute_dtype)
-        return ops.einsum("bhqr,rd->bqhd", bucket_weights, table)
+        return index
+
+    def _one_hot_fits(self, batch_size, num_heads, index):
+        """Whether the one-hot of `index` is no larger than the weights."""
+        index_batch = 1 if len(index.shape) == 2 else index.shape[0]
+        # Unknown sizes are None (TensorFlow) or symbolic (JAX shape tracing).
+        return (
+            all(isinstance(n, int) for n in (batch_size, num_heads, index_batch))
+            and index_batch * self.num_buckets <= batch_size * num_heads
+        )
+
+    def compute_attention(
+        self, query, key, value, query_positions, key_positions, scale, mask=None
+    ):
+        """The whole attention by `shaw_attention`, or None where not faster.
+
+        Taken on the backends where its written-out gradient was measured
+        faster than autodiff through `compute_logits` / `compute_values`
+        (see `keras_posenc/utils/attention.py`), in float32, with both tables
+        and a one-hot of the buckets no larger than the attention weights.
+        """
+        tensors = (query, key, value)
+        if not (
+            self.use_values
+            and shaw_attention_is_faster()
+            and all(
+                keras.backend.standardize_dtype(tensor.dtype) == "float32"
+                for tensor in tensors
+            )
+            and self.compute_dtype == "float32"
+            and value.shape[-1] == query.shape[-1]
+        ):
+            return None
+        index = self._shared_index(query_positions, key_positions)
+        if not self._one_hot_fits(query.shape[0], query.shape[2], index):
+            return None
+        return shaw_attention(
+            query,
+            key,
+            value,
+            # Tensors, not variables: PyTorch's custom gradient saves them.
+            ops.convert_to_tensor(self.key_embeddings),
+            ops.convert_to_tensor(self.value_embeddings),
+            index,
+            scale,
+            mask=mask,
+        )
 
     def _bucket_weights(self, weights, index):
         """Sums the weights of each bucket: (batch, heads, query, 2k + 1).
@@ -230,17 +285,10 @@ class RelativePositionEmbedding(AttentionPosition):
           looks cheaper, but XLA merges it into one
           `(batch, heads, query, 2k + 1, key)` tensor.)
         """
-        batch_size, num_heads = weights.shape[0], weights.shape[1]
-        index_batch = 1 if len(index.shape) == 2 else index.shape[0]
-        # Unknown sizes are None (TensorFlow) or symbolic (JAX shape tracing).
-        if (
-            all(isinstance(n, int) for n in (batch_size, num_heads, index_batch))
-            and index_batch * self.num_buckets <= batch_size * num_heads
-        ):
-            buckets = ops.one_hot(index, self.num_buckets, dtype=weights.dtype)
-            if len(index.shape) == 2:
-                return ops.einsum("bhqk,qkr->bhqr", weights, buckets)
-            return ops.einsum("bhqk,bqkr->bhqr", weights, buckets)
+        if self._one_hot_fits(weights.shape[0], weights.shape[1], index):
+            return bucket_sums(
+                weights, bucket_one_hot(index, self.num_buckets, weights.dtype)
+            )
 
         batch_size, num_heads, query_length, key_length = ops.shape(weights)
         if len(index.shape) == 2:
