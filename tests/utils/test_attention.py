@@ -42,19 +42,24 @@ def gradients(function, arrays, weights):
     return [ops.convert_to_numpy(grad) for grad in grads]
 
 
-def random_inputs(bias_shape):
+def random_arrays(input_shapes, output_shape):
+    """Float32 inputs, and weights of the output for a scalar loss."""
     rng = np.random.default_rng(0)
-    arrays = [
-        rng.standard_normal(shape).astype("float32")
-        for shape in (
+    arrays = [rng.standard_normal(shape).astype("float32") for shape in input_shapes]
+    weights = rng.standard_normal(output_shape).astype("float32")
+    return arrays, weights
+
+
+def random_inputs(bias_shape):
+    return random_arrays(
+        (
             (BATCH, QUERY, HEADS, KEY_DIM),
             (BATCH, KEY, HEADS, KEY_DIM),
             (BATCH, KEY, HEADS, VALUE_DIM),
             bias_shape,
-        )
-    ]
-    weights = rng.standard_normal((BATCH, QUERY, HEADS, VALUE_DIM)).astype("float32")
-    return arrays, weights
+        ),
+        (BATCH, QUERY, HEADS, VALUE_DIM),
+    )
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from keras_posenc.utils import attention as attention_module
 from keras_posenc.utils.attention import shaw_attention
 from keras_posenc.utils.masks import MASKED_LOGIT
 from tests.utils.test_attention import gradients
+from tests.utils.test_attention import random_arrays
 
 BATCH, QUERY, KEY, HEADS, KEY_DIM, MAX_DISTANCE = 2, 5, 7, 3, 4, 2
 SCALE = 0.5
@@ -53,18 +54,16 @@ MASKS = {
     "mask, per_example", [("none", False), ("padding", True), ("causal", False)]
 )
 def test_outputs_and_gradients_match_reference(mask, per_example):
-    rng = np.random.default_rng(0)
-    arrays = [
-        rng.standard_normal(shape).astype("float32")
-        for shape in (
+    arrays, weights = random_arrays(
+        (
             (BATCH, QUERY, HEADS, KEY_DIM),
             (BATCH, KEY, HEADS, KEY_DIM),
             (BATCH, KEY, HEADS, KEY_DIM),
             (2 * MAX_DISTANCE + 1, KEY_DIM),
             (2 * MAX_DISTANCE + 1, KEY_DIM),
-        )
-    ]
-    weights = rng.standard_normal((BATCH, QUERY, HEADS, KEY_DIM)).astype("float32")
+        ),
+        (BATCH, QUERY, HEADS, KEY_DIM),
+    )
     if per_example:
         # Left padding: each example's positions start elsewhere.
         query_positions = np.arange(QUERY)[None] + np.array([[2], [0]]) - 2
