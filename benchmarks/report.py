@@ -199,6 +199,17 @@ def markdown(results):
                 row.append(f"{found[n]['plain_ms']:.1f}" if n in found else "–")
         rows.append(row)
         out += [_table(header, rows), ""]
+        caps = {}
+        for b in backends:
+            part = results["backends"][b].get("parts", {}).get("attention", {})
+            caps.update(part.get("settings", {}).get("length_caps", {}))
+        for scheme, cap in sorted(caps.items()):
+            if scheme in present and any(n > cap["max_length"] for n in lengths):
+                out += [
+                    f"{ATTENTION_LABELS.get(scheme, scheme)} is timed up to "
+                    f"L={cap['max_length']}: {cap['why']}.",
+                    "",
+                ]
         jax_rows = _rows(results, "jax", "attention")
         if jax_rows:
             out += [

@@ -40,6 +40,14 @@ ATTENTION_SCHEMES = (
 # its `RotaryEmbedding` before fused attention, and its `AlibiBias` on the
 # einsum attention scores (the way keras-hub's Falcon and Bloom attend).
 KERAS_HUB_SCHEMES = ("keras_hub_rotary", "keras_hub_alibi")
+# Schemes timed only up to a length, and why. CoPE's gradient keeps about 25
+# `(batch, heads, L, L)` float32 buffers (its cumulative gate sums and the
+# gathers that interpolate them): at batch 8, 8 heads and L=2048 XLA asks for
+# 25.3 GiB (TensorFlow) and 26.3 GiB (JAX), and eager PyTorch runs out too, on
+# a 23.5 GiB machine.
+LENGTH_CAPS = {
+    "cope": (1024, "its gradient needs over 25 GiB at L=2048 (batch 8, 8 heads)"),
+}
 
 
 def settings(quick):
@@ -217,6 +225,8 @@ def attention(config, warmup, repeats):
         qkv = tuple(random_normal(shape, seed) for seed in (0, 1, 2))
         candidates, functions = {}, {}
         for scheme in (None,) + schemes:
+            if scheme in LENGTH_CAPS and length > LENGTH_CAPS[scheme][0]:
+                continue
             function, values = attention_core(scheme, heads, head_dim, length)
             name = scheme or "plain"
             functions[name] = (function, (*qkv, *values))
@@ -405,6 +415,10 @@ def run(parts, quick, schemes=None, lengths=None):
         sizes["attention"]["schemes"] = list(schemes)
     if lengths:
         sizes["attention"]["lengths"] = list(lengths)
+    sizes["attention"]["length_caps"] = {
+        scheme: {"max_length": cap, "why": why}
+        for scheme, (cap, why) in LENGTH_CAPS.items()
+    }
     results = {}
     for part in parts:
         results[part] = {

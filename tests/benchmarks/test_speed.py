@@ -67,3 +67,23 @@ def test_every_part_runs_and_renders(tmp_path):
         assert heading in table
     assert report.plot(run, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").stat().st_size > 0
+
+
+def test_a_scheme_past_its_length_cap_is_left_out_and_the_report_says_why(
+    monkeypatch,
+):
+    monkeypatch.setitem(speed.LENGTH_CAPS, "rotary", (16, "a cap for this test"))
+    results = speed.run(
+        ["attention"], quick=True, schemes=["rotary", "alibi"], lengths=[16, 32]
+    )
+    measured = {(row["scheme"], row["length"]) for row in results["attention"]["rows"]}
+    assert measured == {("rotary", 16), ("alibi", 16), ("alibi", 32)}
+
+    backend = keras.config.backend()
+    run = {
+        "machine": report.machine(),
+        "date": report.today(),
+        "quick": True,
+        "backends": {backend: {"versions": speed.backend_versions(), "parts": results}},
+    }
+    assert "rotary is timed up to L=16: a cap for this test." in report.markdown(run)
