@@ -94,15 +94,19 @@ test-notebooks-all: $(STAMP)
 	done; \
 	exit $$status
 
-# Speed and memory of every scheme on the three backends, plus the length-generalization
-# study, at small sizes (a few minutes): results under benchmarks/results/quick/.
+# Speed and memory of every scheme on the three backends, the length-generalization study
+# and the PyTorch profiles, at small sizes (a few minutes): results under
+# benchmarks/results/quick/.
 bench: $(STAMP)
 	$(PY) -m benchmarks --quick
+	KERAS_BACKEND=torch $(PY) -m benchmarks.profiles --quick
 
-# The full run whose results are committed under benchmarks/results/ (about 35 minutes on
-# 2 cores: run it on an otherwise idle machine).
+# The full run whose results are committed under benchmarks/results/, on an otherwise idle
+# machine. On 2 cores: speed parts 34 minutes, PyTorch profiles 4 minutes, and the
+# length-generalization study about 4 hours (`python -m benchmarks length_generalization`).
 bench-full: $(STAMP)
 	$(PY) -m benchmarks
+	KERAS_BACKEND=torch $(PY) -m benchmarks.profiles
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check keras_posenc tests examples benchmarks
