@@ -1,10 +1,12 @@
-"""Where the time goes in the PyTorch runs that miss their speed targets.
+"""Where the time goes in the runs that miss their speed targets.
 
     KERAS_BACKEND=torch python -m benchmarks.profiles           # full sizes
-    KERAS_BACKEND=torch python -m benchmarks.profiles --quick   # small sizes
+    KERAS_BACKEND=tensorflow python -m benchmarks.profiles --quick
 
-Writes `results/<machine>-<date>-torch-profiles.md` (`results/quick/` with
-`--quick`): the aten kernels that take the time of ALiBi, T5, forgetting and
+Writes `results/<machine>-<date>-<backend>-profiles.md` (`results/quick/`
+with `--quick`). On every backend: the cost of the learned biases (T5,
+Kerple, FIRE) with and without the gradient of their tables, at L=1024. On
+PyTorch also: the aten kernels that take the time of ALiBi, T5, forgetting and
 Shaw attention (forward+backward, the sizes of `benchmarks.speed`), next to
 plain attention and attention with a fixed random bias; the cost of ALiBi and
 the forgetting bias with subnormal floats flushed to zero or not; and, for
@@ -213,35 +215,94 @@ def generation_profile(config):
     return lines + kernel_table("Kernels of the whole generation", wall, kernels)
 
 
+def bias_breakdown(config, repeats):
+    """Learned biases with and without their gradient, against plain attention.
+
+    The "no table gradient" column passes the scheme's tables as constants,
+    not as arguments to differentiate: the gap between the two columns is
+    the price of the bias gradient, and the gap to a fixed random bias is the
+    price of computing the bias (bucket lookup, MLP) at all. Runs on every backend.
+    """
+    batch, heads, head_dim = config["batch"], config["heads"], config["head_dim"]
+    length = config["breakdown_length"]
+    shape = (batch, length, heads, head_dim)
+    qkv = tuple(speed.random_normal(shape, seed) for seed in (0, 1, 2))
+    scale = 1.0 / np.sqrt(head_dim)
+    candidates = {
+        "plain": (
+            timing.jit_gradient(speed.attention_core(None, heads, head_dim, length)[0]),
+            qkv,
+        ),
+        "fixed bias": (timing.jit_gradient(fixed_bias_core(heads, length, scale)), qkv),
+    }
+    schemes = ("t5", "kerple", "fire")
+    for scheme in schemes:
+        function, values = speed.attention_core(scheme, heads, head_dim, length)
+
+        def constant_tables(q, k, v, function=function, values=values):
+            return function(q, k, v, *values)
+
+        candidates[scheme] = (timing.jit_gradient(function), (*qkv, *values))
+        candidates[scheme + " stopped"] = (timing.jit_gradient(constant_tables), qkv)
+    times = timing.median_times(candidates, warmup=1, repeats=repeats)
+    plain = times["plain"]
+    lines = [
+        f"## Learned biases: what their cost is made of ({keras.config.backend()}, "
+        f"forward+backward, batch {batch}, {heads} heads of {head_dim}, L={length})",
+        "",
+        f"Ratio to plain attention ({1e3 * plain:.1f} ms); a fixed random bias "
+        f"(no gradient): {times['fixed bias'] / plain:.2f}×.",
+        "",
+        "| scheme | with the table's gradient | no table gradient |",
+        "|---|---:|---:|",
+    ]
+    for scheme in schemes:
+        lines.append(
+            f"| {scheme} | {times[scheme] / plain:.2f}× | "
+            f"{times[scheme + ' stopped'] / plain:.2f}× |"
+        )
+    return lines + [""]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
     parser.add_argument("--output-dir", help="where to write the markdown")
     args = parser.parse_args(argv)
-    if keras.config.backend() != "torch":
-        raise SystemExit("benchmarks.profiles runs on PyTorch: KERAS_BACKEND=torch")
+    backend = keras.config.backend()
     sizes = speed.settings(args.quick)
-    attention = dict(sizes["attention"], length=128 if args.quick else 512)
+    attention = dict(
+        sizes["attention"],
+        length=128 if args.quick else 512,
+        breakdown_length=128 if args.quick else 1024,
+    )
+    repeats = 2 if args.quick else 3
     root = os.path.dirname(os.path.abspath(__file__))
     output_dir = args.output_dir or os.path.join(
         root, "results", "quick" if args.quick else ""
     )
     os.makedirs(output_dir, exist_ok=True)
     description = report.machine()
+    versions = ", ".join(f"{k} {v}" for k, v in speed.backend_versions().items())
     lines = [
-        f"# PyTorch profiles, {report.today()}{' (quick mode)' if args.quick else ''}",
+        f"# Profiles on {backend}, {report.today()}"
+        f"{' (quick mode)' if args.quick else ''}",
         "",
-        f"Machine: {description['cpu']}, {description['cores']} cores; "
-        f"torch {__import__('torch').__version__}, keras {keras.__version__}. "
-        "Self time of each aten kernel per call (`torch.profiler`, CPU).",
+        f"Machine: {description['cpu']}, {description['cores']} cores; {versions}.",
         "",
     ]
-    lines += attention_profiles(attention, repeats=2 if args.quick else 3)
-    lines += subnormal_check(attention, repeats=2 if args.quick else 3)
-    lines += generation_profile(sizes["generation"])
+    if backend == "torch":
+        lines += [
+            "Self time of each aten kernel per call (`torch.profiler`, CPU).",
+            "",
+        ]
+        lines += attention_profiles(attention, repeats)
+        lines += subnormal_check(attention, repeats)
+        lines += generation_profile(sizes["generation"])
+    lines += bias_breakdown(attention, repeats)
     path = os.path.join(
         output_dir,
-        f"{report.machine_slug(description)}-{report.today()}-torch-profiles.md",
+        f"{report.machine_slug(description)}-{report.today()}-{backend}-profiles.md",
     )
     with open(path, "w") as file:
         file.write("\n".join(lines))
