@@ -25,7 +25,6 @@ import keras
 import numpy as np
 from keras import ops
 
-import keras_posenc
 from benchmarks import report
 from benchmarks import speed
 from benchmarks import timing
@@ -171,22 +170,8 @@ def subnormal_check(config, repeats):
 
 def generation_profile(config):
     """Kernel share and Keras layer calls per token of cached generation."""
-    batch, prompt, new_tokens = config["batch"], config["prompt"], config["new_tokens"]
-    length = prompt + new_tokens
-    keras.utils.set_random_seed(0)
-    model = keras_posenc.models.TransformerLM(
-        vocabulary_size=512,
-        max_length=length,
-        hidden_dim=config["hidden"],
-        num_layers=2,
-        num_heads=4,
-        intermediate_dim=2 * config["hidden"],
-        dropout=0.0,
-        position="rotary",
-    )
-    token_ids = np.zeros((batch, length), "int32")
-    token_ids[:, :prompt] = np.random.default_rng(0).integers(1, 512, (batch, prompt))
-    token_ids = ops.convert_to_tensor(token_ids)
+    batch, new_tokens = config["batch"], config["new_tokens"]
+    model, token_ids = speed.generation_model(config)
     generate = timing.jit(
         lambda ids: model.generate_step(ids, sampler="greedy", use_cache=True)
     )

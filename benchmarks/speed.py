@@ -352,8 +352,8 @@ def encoder_block(config, warmup, repeats):
     return rows
 
 
-def generation(config, warmup, repeats):
-    """Tokens per second of `TransformerLM.generate_step` with and without cache."""
+def generation_model(config):
+    """`(model, token_ids)`: the `TransformerLM` and prompts generation is timed on."""
     batch, prompt, new_tokens = config["batch"], config["prompt"], config["new_tokens"]
     length = prompt + new_tokens
     keras.utils.set_random_seed(0)
@@ -369,7 +369,13 @@ def generation(config, warmup, repeats):
     )
     token_ids = np.zeros((batch, length), "int32")
     token_ids[:, :prompt] = np.random.default_rng(0).integers(1, 512, (batch, prompt))
-    token_ids = ops.convert_to_tensor(token_ids)
+    return model, ops.convert_to_tensor(token_ids)
+
+
+def generation(config, warmup, repeats):
+    """Tokens per second of `TransformerLM.generate_step` with and without cache."""
+    batch, new_tokens = config["batch"], config["new_tokens"]
+    model, token_ids = generation_model(config)
     candidates = {
         name: (
             timing.jit(
