@@ -120,7 +120,8 @@ def markdown(results):
         "",
         "Each figure is the median of repeated runs after warm-up under the backend's "
         "jit (`jax.jit`, `tf.function(jit_compile=True)`, eager PyTorch), divided by a "
-        "baseline measured in the same process. ✓/✗: against the target of issue 6.",
+        "baseline measured in the same process. ✓/✗: against the targets of issues 6 "
+        "and 16.",
         "",
     ]
 
