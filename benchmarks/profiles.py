@@ -6,9 +6,10 @@
 Writes `results/<machine>-<date>-<backend>-profiles.md` (`results/quick/`
 with `--quick`). On every backend: the cost of the learned biases (T5,
 Kerple, FIRE) with and without the gradient of their tables, at L=1024. On
-PyTorch also: the aten kernels that take the time of ALiBi, T5, forgetting and
-Shaw attention (forward+backward, the sizes of `benchmarks.speed`), next to
-plain attention and attention with a fixed random bias; the cost of ALiBi and
+PyTorch also: the aten kernels that take the time of rotary, xPos, ALiBi, T5,
+forgetting and Shaw attention (forward+backward, the sizes of
+`benchmarks.speed`), next to plain attention and attention with a fixed
+random bias; the cost of ALiBi and
 the forgetting bias with subnormal floats flushed to zero or not; and, for
 cached generation, the share of wall time spent inside aten kernels and the
 number of Keras layer calls per generated token. `torch.profiler` adds a few
@@ -96,6 +97,8 @@ def attention_profiles(config, repeats):
     candidates = [
         ("plain `ops.dot_product_attention`", None),
         ("plain with a fixed bias (no gradient)", "fixed_bias"),
+        ("rotary", "rotary"),
+        ("xPos", "xpos"),
         ("ALiBi", "alibi"),
         ("T5 bias", "t5"),
         ("forgetting bias", "forgetting"),
