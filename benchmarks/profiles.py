@@ -9,11 +9,11 @@ Kerple, FIRE) with and without the gradient of their tables, at L=1024. On
 PyTorch also: the aten kernels that take the time of rotary, xPos, ALiBi, T5,
 forgetting and Shaw attention (forward+backward, the sizes of
 `benchmarks.speed`), next to plain attention and attention with a fixed
-random bias; the cost of ALiBi and
-the forgetting bias with subnormal floats flushed to zero or not; and, for
-cached generation, the share of wall time spent inside aten kernels and the
-number of Keras layer calls per generated token. `torch.profiler` adds a few
-microseconds per kernel, so the shares of many small kernels are upper bounds.
+random bias; the cost of ALiBi and the forgetting bias with subnormal floats
+flushed to zero or not; and, for cached generation, the share of wall time
+spent inside aten kernels and the number of Keras layer calls per generated
+token. `torch.profiler` adds a few microseconds per kernel, so the shares of
+many small kernels are upper bounds.
 """
 
 import argparse
@@ -89,11 +89,23 @@ def fixed_bias_core(num_heads, length, scale):
     return core
 
 
+def projected_qkv(config, length):
+    shape = (config["batch"], length, config["heads"], config["head_dim"])
+    return tuple(speed.random_normal(shape, seed) for seed in (0, 1, 2))
+
+
+def core(scheme, config, length):
+    """`speed.attention_core`, or `"fixed_bias"` for `fixed_bias_core`."""
+    heads, head_dim = config["heads"], config["head_dim"]
+    if scheme == "fixed_bias":
+        return fixed_bias_core(heads, length, 1.0 / np.sqrt(head_dim)), []
+    return speed.attention_core(scheme, heads, head_dim, length)
+
+
 def attention_profiles(config, repeats):
     batch, heads, head_dim = config["batch"], config["heads"], config["head_dim"]
     length = config["length"]
-    shape = (batch, length, heads, head_dim)
-    qkv = tuple(speed.random_normal(shape, seed) for seed in (0, 1, 2))
+    qkv = projected_qkv(config, length)
     candidates = [
         ("plain `ops.dot_product_attention`", None),
         ("plain with a fixed bias (no gradient)", "fixed_bias"),
@@ -110,11 +122,7 @@ def attention_profiles(config, repeats):
         "",
     ]
     for title, scheme in candidates:
-        if scheme == "fixed_bias":
-            function = fixed_bias_core(heads, length, 1.0 / np.sqrt(head_dim))
-            values = []
-        else:
-            function, values = speed.attention_core(scheme, heads, head_dim, length)
+        function, values = core(scheme, config, length)
         gradient = timing.jit_gradient(function)
         wall, kernels = kernel_profile(gradient, (*qkv, *values), repeats)
         lines += kernel_table(title, wall, kernels)
@@ -122,8 +130,7 @@ def attention_profiles(config, repeats):
 
 
 def subnormal_check(config, repeats):
-    """ALiBi, forgetting and a fixed random bias vs plain, one thread,
-    subnormals flushed to zero or not (ALiBi and forgetting).
+    """ALiBi, forgetting and a fixed bias vs plain, subnormals flushed or not.
 
     ALiBi's and the forgetting bias's logits reach far below the row maximum,
     so that many attention probabilities are subnormal floats, which x86
@@ -132,18 +139,16 @@ def subnormal_check(config, repeats):
     """
     import torch
 
-    batch, heads, head_dim = config["batch"], config["heads"], config["head_dim"]
     length = config["length"]
-    shape = (batch, length, heads, head_dim)
-    qkv = tuple(speed.random_normal(shape, seed) for seed in (0, 1, 2))
+    qkv = projected_qkv(config, length)
     candidates = {}
-    for name in ("plain", "alibi", "forgetting", "fixed bias"):
-        if name == "fixed bias":
-            function = fixed_bias_core(heads, length, 1.0 / np.sqrt(head_dim))
-            values = []
-        else:
-            scheme = None if name == "plain" else name
-            function, values = speed.attention_core(scheme, heads, head_dim, length)
+    for name, scheme in (
+        ("plain", None),
+        ("alibi", "alibi"),
+        ("forgetting", "forgetting"),
+        ("fixed bias", "fixed_bias"),
+    ):
+        function, values = core(scheme, config, length)
         candidates[name] = (timing.jit_gradient(function), (*qkv, *values))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -213,25 +218,20 @@ def bias_breakdown(config, repeats):
     """
     batch, heads, head_dim = config["batch"], config["heads"], config["head_dim"]
     length = config["breakdown_length"]
-    shape = (batch, length, heads, head_dim)
-    qkv = tuple(speed.random_normal(shape, seed) for seed in (0, 1, 2))
-    scale = 1.0 / np.sqrt(head_dim)
+    qkv = projected_qkv(config, length)
     candidates = {
-        "plain": (
-            timing.jit_gradient(speed.attention_core(None, heads, head_dim, length)[0]),
-            qkv,
-        ),
-        "fixed bias": (timing.jit_gradient(fixed_bias_core(heads, length, scale)), qkv),
+        name: (timing.jit_gradient(core(scheme, config, length)[0]), qkv)
+        for name, scheme in (("plain", None), ("fixed bias", "fixed_bias"))
     }
     schemes = ("t5", "kerple", "fire")
     for scheme in schemes:
-        function, values = speed.attention_core(scheme, heads, head_dim, length)
+        function, values = core(scheme, config, length)
 
         def constant_tables(q, k, v, function=function, values=values):
             return function(q, k, v, *values)
 
         candidates[scheme] = (timing.jit_gradient(function), (*qkv, *values))
-        candidates[scheme + " stopped"] = (timing.jit_gradient(constant_tables), qkv)
+        candidates[scheme + " constant"] = (timing.jit_gradient(constant_tables), qkv)
     times = timing.median_times(candidates, warmup=1, repeats=repeats)
     plain = times["plain"]
     lines = [
@@ -247,7 +247,7 @@ def bias_breakdown(config, repeats):
     for scheme in schemes:
         lines.append(
             f"| {scheme} | {times[scheme] / plain:.2f}× | "
-            f"{times[scheme + ' stopped'] / plain:.2f}× |"
+            f"{times[scheme + ' constant'] / plain:.2f}× |"
         )
     return lines + [""]
 

@@ -40,9 +40,9 @@ ATTENTION_SCHEMES = (
 # its `RotaryEmbedding` before fused attention, and its `AlibiBias` on the
 # einsum attention scores (the way keras-hub's Falcon and Bloom attend).
 KERAS_HUB_SCHEMES = ("keras_hub_rotary", "keras_hub_alibi")
-# Schemes timed only up to a length, and why. CoPE's gradient keeps about 25
-# `(batch, heads, L, L)` float32 buffers (its cumulative gate sums and the
-# gathers that interpolate them): at batch 8, 8 heads and L=2048 XLA asks for
+# Schemes timed only up to a length, and why. CoPE's gradient keeps many
+# `(batch, heads, L, L)` buffers (its cumulative gate sums and the gathers
+# that interpolate them): at batch 8, 8 heads and L=2048 XLA asks for
 # 25.3 GiB (TensorFlow) and 26.3 GiB (JAX), and eager PyTorch runs out too, on
 # a 23.5 GiB machine.
 LENGTH_CAPS = {
