@@ -95,18 +95,22 @@ test-notebooks-all: $(STAMP)
 	exit $$status
 
 # Speed and memory of every scheme on the three backends, the length-generalization study
-# and the PyTorch profiles, at small sizes (a few minutes): results under
+# and the profiles of the missed targets, at small sizes (a few minutes): results under
 # benchmarks/results/quick/.
 bench: $(STAMP)
 	$(PY) -m benchmarks --quick
-	KERAS_BACKEND=torch $(PY) -m benchmarks.profiles --quick
+	for backend in tensorflow jax torch; do \
+		KERAS_BACKEND=$$backend $(PY) -m benchmarks.profiles --quick || exit 1; \
+	done
 
 # The full run whose results are committed under benchmarks/results/, on an otherwise idle
-# machine. On 2 cores: speed parts 34 minutes, PyTorch profiles 4 minutes, and the
+# machine. On 2 cores: speed parts 34 minutes, profiles about 8 minutes, and the
 # length-generalization study about 4 hours (`python -m benchmarks length_generalization`).
 bench-full: $(STAMP)
 	$(PY) -m benchmarks
-	KERAS_BACKEND=torch $(PY) -m benchmarks.profiles
+	for backend in tensorflow jax torch; do \
+		KERAS_BACKEND=$$backend $(PY) -m benchmarks.profiles || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check keras_posenc tests examples benchmarks

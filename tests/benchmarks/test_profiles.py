@@ -1,4 +1,8 @@
-"""Smoke test of `benchmarks.profiles` in quick mode (PyTorch, no timing asserts)."""
+"""Smoke test of `benchmarks.profiles` in quick mode (no timing asserts).
+
+Runs in the PyTorch pass only: there every section runs, the backend-neutral
+bias split included.
+"""
 
 import re
 
@@ -10,7 +14,7 @@ from benchmarks import profiles
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        keras.backend.backend() != "torch", reason="profiles PyTorch runs only"
+        keras.backend.backend() != "torch", reason="the PyTorch pass runs every section"
     ),
 ]
 
